@@ -1,0 +1,22 @@
+//! invoice-service settings, from the environment.
+
+use shared::config::{self, ConfigError, KafkaConfig};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub port: u16,
+    pub mongodb_uri: secrecy::SecretString,
+    pub mongodb_database: String,
+    pub kafka: KafkaConfig,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            port: config::var("PORT", 8001)?,
+            mongodb_uri: config::secret("MONGODB_URI", "mongodb://127.0.0.1:27017"),
+            mongodb_database: config::string("MONGODB_DATABASE", "invoices"),
+            kafka: KafkaConfig::from_env()?,
+        })
+    }
+}

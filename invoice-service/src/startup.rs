@@ -1,0 +1,66 @@
+//! Wiring: connect to MongoDB, create the unique index, bind, then serve and consume.
+
+use mongodb::{options::ClientOptions, Client, Database};
+use rdkafka::producer::FutureProducer;
+use secrecy::ExposeSecret;
+use shared::{
+    events::ORDER,
+    kafka::{self, ConsumerSettings},
+    StartupError,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{config::Config, consumer::ConfirmedOrderHandler, db, routes};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Database,
+    /// Used only by `/health` to check the broker.
+    pub producer: FutureProducer,
+}
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    consumer: ConsumerSettings,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        let mut options = ClientOptions::parse(config.mongodb_uri.expose_secret()).await?;
+        options.app_name = Some("invoice-service".to_owned());
+        options.server_selection_timeout = Some(std::time::Duration::from_secs(5));
+        let db = Client::with_options(options)?.database(&config.mongodb_database);
+        db::ensure_indexes(&db).await?;
+        let producer = kafka::producer(&config.kafka)?;
+        let listener = shared::http::bind(config.port).await?;
+        let consumer = ConsumerSettings {
+            topics: vec![config.kafka.topic_for(ORDER)],
+            name: crate::consumer::CONSUMER.to_owned(),
+            kafka: config.kafka,
+        };
+        Ok(Self {
+            listener,
+            state: AppState { db, producer },
+            consumer,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
+    }
+
+    pub fn database(&self) -> Database {
+        self.state.db.clone()
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), StartupError> {
+        tracing::info!(port = self.port(), "invoice-service listening");
+        let handler = ConfirmedOrderHandler {
+            db: self.state.db.clone(),
+        };
+        let router = routes::router(self.state);
+        shared::service::run(self.listener, router, self.consumer, handler, shutdown).await
+    }
+}

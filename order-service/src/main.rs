@@ -1,0 +1,8 @@
+use order_service::{config::Config, startup::Application};
+
+#[tokio::main]
+async fn main() -> Result<(), shared::StartupError> {
+    shared::telemetry::init("order-service");
+    let app = Application::build(Config::from_env()?).await?;
+    app.run(shared::shutdown::on_signal()).await
+}

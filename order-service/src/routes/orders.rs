@@ -1,0 +1,176 @@
+//! `/orders`: the request path of the outbox pattern.
+//!
+//! Creating an order is one transaction with two inserts: the order, and the `OrderPlaced`
+//! event in the outbox. Nothing here touches Kafka, so a broker outage cannot fail an order
+//! and a failed order cannot leak an event.
+
+use axum::{
+    extract::State,
+    http::{header, HeaderMap, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    routing::get,
+    Router,
+};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use shared::{
+    events::{OrderLine, OrderPlaced},
+    http::{Json, Path, Query},
+    outbox,
+};
+use uuid::Uuid;
+
+use crate::{
+    db,
+    domain::{CreateOrderRequest, IdempotencyKey, NewOrder, Order},
+    error::ApiError,
+    startup::AppState,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/orders", get(list_orders).post(create_order))
+        .route("/orders/{id}", get(get_order))
+}
+
+/// `POST /orders`: 201 with the PENDING order. With an `Idempotency-Key`, a retry returns the
+/// first order (same status, header `Idempotent-Replayed: true`) instead of creating another.
+pub async fn create_order(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(request): Json<CreateOrderRequest>,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
+    let order = NewOrder::try_from(request).map_err(ApiError::Validation)?;
+    let traceparent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| is_traceparent(v));
+
+    let mut tx = state.pool.begin().await?;
+    if let Some(created) = db::insert_order(&mut tx, &order, key.as_ref()).await? {
+        let event = OrderPlaced {
+            order_id: created.id,
+            customer_id: created.customer_id.clone(),
+            items: created
+                .items
+                .iter()
+                .map(|i| OrderLine {
+                    sku: i.sku.clone(),
+                    quantity: i.quantity,
+                })
+                .collect(),
+            placed_at: Utc::now(),
+        };
+        // Same transaction: if this insert fails, the order above is rolled back with it.
+        outbox::write(&mut tx, &event, traceparent).await?;
+        tx.commit().await?;
+        metrics::counter!("orders_created_total").increment(1);
+        tracing::info!(order_id = %created.id, "order placed");
+        return Ok(created_response(created, false));
+    }
+    tx.rollback().await?;
+
+    // The insert conflicted, which only an idempotency key can do: replay the first order.
+    let Some(key) = key else {
+        return Err(ApiError::BadRequest("order id collision; please retry".into()));
+    };
+    match db::find_by_idempotency_key(&state.pool, &key).await? {
+        Some(first) if first.was_created_from(&order) => Ok(created_response(first, true)),
+        Some(_) => Err(ApiError::IdempotencyKeyReused),
+        None => Err(ApiError::BadRequest("the first request with this Idempotency-Key did not complete; please retry".into())),
+    }
+}
+
+fn created_response(order: Order, replayed: bool) -> Response {
+    let location = HeaderValue::from_str(&format!("/orders/{}", order.id));
+    let mut response = (StatusCode::CREATED, Json(order)).into_response();
+    if let Ok(location) = location {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
+    let Some(raw) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let raw = raw
+        .to_str()
+        .map_err(|_| ApiError::BadRequest("Idempotency-Key must be visible ASCII".into()))?;
+    IdempotencyKey::parse(raw).map(Some).map_err(ApiError::BadRequest)
+}
+
+/// W3C trace context: `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`.
+fn is_traceparent(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    parts.len() == 4
+        && [2, 32, 16, 2]
+            .iter()
+            .zip(&parts)
+            .all(|(len, p)| p.len() == *len && p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// `GET /orders/{id}`.
+pub async fn get_order(State(state): State<AppState>, Path(id): Path<Uuid>) -> Result<Json<Order>, ApiError> {
+    db::find(&state.pool, id)
+        .await?
+        .map(Json)
+        .ok_or(ApiError::OrderNotFound(id))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListParams {
+    /// 1 to 100, default 20.
+    pub limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<Uuid>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OrderPage {
+    pub items: Vec<Order>,
+    /// Pass as `cursor` to get the next (older) page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<Uuid>,
+}
+
+/// `GET /orders?limit=20&cursor=...`: newest first.
+pub async fn list_orders(
+    State(state): State<AppState>,
+    Query(params): Query<ListParams>,
+) -> Result<Json<OrderPage>, ApiError> {
+    let limit = params.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::BadRequest("limit must be between 1 and 100".into()));
+    }
+    if let Some(cursor) = params.cursor {
+        if !db::exists(&state.pool, cursor).await? {
+            return Err(ApiError::BadRequest(format!("cursor {cursor} names no order")));
+        }
+    }
+    let items = db::list(&state.pool, limit, params.cursor).await?;
+    let next_cursor = if items.len() as i64 == limit {
+        items.last().map(|o| o.id)
+    } else {
+        None
+    };
+    Ok(Json(OrderPage { items, next_cursor }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_traceparent;
+
+    #[test]
+    fn traceparent_shape_is_checked() {
+        assert!(is_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+        assert!(!is_traceparent("00-xyz-00f067aa0ba902b7-01"));
+        assert!(!is_traceparent("garbage"));
+    }
+}

@@ -1,0 +1,8 @@
+use outbox_processor::{config::Config, startup::Application};
+
+#[tokio::main]
+async fn main() -> Result<(), shared::StartupError> {
+    shared::telemetry::init("outbox-processor");
+    let app = Application::build(Config::from_env()?).await?;
+    app.run(shared::shutdown::on_signal()).await
+}

@@ -1,0 +1,399 @@
+//! The relay: claim unpublished outbox rows, publish them to Kafka, mark them published.
+//!
+//! # One batch, step by step
+//! 1. **Claim.** In a transaction, `select … for update skip locked` the oldest unpublished
+//!    rows (by `seq`) that are due. The row locks are held until this transaction ends, so a
+//!    second relay instance skips these rows instead of publishing them twice. (A claim that
+//!    released its locks before publishing — running the select outside the transaction —
+//!    is the classic bug that makes two relays publish the same row.)
+//! 2. **Keep order per aggregate.** `skip locked` alone would let instance B publish event 2
+//!    of an order while instance A still holds event 1. So for every aggregate in the claim,
+//!    we look up the earliest unpublished row of that aggregate that we did *not* claim
+//!    (held by another instance, or waiting for a retry) and publish only the claimed rows
+//!    before it. The rest stay unpublished and are picked up, in order, by a later batch.
+//! 3. **Publish.** The rows of one aggregate are sent one after the other, each only after the
+//!    broker acknowledged the previous one (`acks=all`, idempotent producer), so a failure
+//!    can never let a later event overtake an earlier one. Different aggregates are sent
+//!    concurrently. Key = `aggregateid` (one partition per aggregate, so Kafka keeps the
+//!    order too), value = `payload`, headers = `id`, `type`, `aggregatetype`, `aggregateid`
+//!    and `traceparent`; topic = `outbox.event.<aggregatetype>`, as Debezium names it.
+//! 4. **Mark.** Acknowledged rows get `published_at`; a failed row gets `attempts + 1`, its
+//!    error and a `next_attempt_at` with exponential backoff, and the later rows of its
+//!    aggregate wait behind it. Then commit.
+//!
+//! # What a crash does
+//! The marks commit after the acknowledgements. A relay that dies after the broker's ack
+//! but before the commit publishes those rows again when they are next claimed: at least
+//! once, never lost. Consumers' inboxes make the duplicate harmless. A relay that dies while
+//! holding a claim loses its connection, PostgreSQL drops its locks, and another instance
+//! claims the rows.
+//!
+//! # Waking up
+//! An insert trigger sends `NOTIFY outbox` at commit; the relay `LISTEN`s and runs a batch at
+//! once, so latency is low when idle. Polling every `poll_interval` is the fallback.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use futures::future::join_all;
+use rdkafka::{
+    message::{Header, OwnedHeaders},
+    producer::{FutureProducer, FutureRecord},
+};
+use shared::{config::KafkaConfig, envelope::header, kafka::Backoff};
+use sqlx::{postgres::PgListener, PgPool};
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::config::RelaySettings;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+}
+
+/// What one batch did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BatchReport {
+    pub claimed: usize,
+    pub published: usize,
+    pub failed: usize,
+    /// Claimed but left for later: an earlier event of the same aggregate was not
+    /// publishable yet (held by another instance, waiting for a retry, or failed just now).
+    pub deferred: usize,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct OutboxRow {
+    id: Uuid,
+    aggregatetype: String,
+    aggregateid: String,
+    #[sqlx(rename = "type")]
+    event_type: String,
+    payload: String,
+    tracingspancontext: Option<String>,
+    seq: i64,
+    attempts: i32,
+    created_at: DateTime<Utc>,
+}
+
+/// Topics known to exist. The local broker does not auto-create topics, so the relay creates
+/// each topic the first time it sees its aggregate type.
+#[derive(Debug, Default)]
+pub struct Topics {
+    known: Mutex<HashSet<String>>,
+}
+
+impl Topics {
+    async fn ensure(&self, kafka: &KafkaConfig, wanted: HashSet<String>) -> Result<(), RelayError> {
+        let mut known = self.known.lock().await;
+        let missing: Vec<String> = wanted.into_iter().filter(|t| !known.contains(t)).collect();
+        if !missing.is_empty() {
+            shared::kafka::ensure_topics(kafka, &missing).await?;
+            known.extend(missing);
+        }
+        Ok(())
+    }
+}
+
+/// Relays one database's outbox.
+#[derive(Clone)]
+pub struct Relay {
+    pub name: String,
+    pool: PgPool,
+    producer: FutureProducer,
+    kafka: KafkaConfig,
+    settings: RelaySettings,
+    topics: Arc<Topics>,
+}
+
+impl Relay {
+    pub fn new(
+        name: String,
+        pool: PgPool,
+        producer: FutureProducer,
+        kafka: KafkaConfig,
+        settings: RelaySettings,
+        topics: Arc<Topics>,
+    ) -> Self {
+        Self {
+            name,
+            pool,
+            producer,
+            kafka,
+            settings,
+            topics,
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Runs batches until `shutdown`. A batch in progress is finished (it is short: one
+    /// transaction), so shutdown never leaves a row published but unmarked on purpose.
+    pub async fn run(self, shutdown: CancellationToken) {
+        tracing::info!(database = %self.name, "relay started");
+        let mut listener: Option<PgListener> = None;
+        let mut errors = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        while !shutdown.is_cancelled() {
+            if listener.is_none() {
+                listener = self.listen().await;
+            }
+            match self.relay_batch().await {
+                Ok(report) => {
+                    errors.reset();
+                    // A full batch that made progress means more is probably waiting.
+                    if report.published > 0 && report.claimed as i64 >= self.settings.batch_size {
+                        continue;
+                    }
+                }
+                Err(error) => {
+                    let delay = errors.next_delay();
+                    tracing::warn!(database = %self.name, %error, ?delay, "relay batch failed");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    continue;
+                }
+            }
+            // Idle: wait for a commit notification, the poll interval, or shutdown.
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(self.settings.poll_interval) => {}
+                notified = wait_for_notification(&mut listener) => {
+                    if let Err(error) = notified {
+                        tracing::warn!(database = %self.name, %error, "LISTEN connection lost; polling until it is back");
+                        listener = None;
+                    }
+                }
+            }
+        }
+        tracing::info!(database = %self.name, "relay stopped");
+    }
+
+    async fn listen(&self) -> Option<PgListener> {
+        let mut listener = PgListener::connect_with(&self.pool).await.ok()?;
+        listener.listen("outbox").await.ok()?;
+        Some(listener)
+    }
+
+    /// Claims, publishes and marks one batch; the unit the loop repeats, and what tests call
+    /// to drain an outbox step by step.
+    pub async fn relay_batch(&self) -> Result<BatchReport, RelayError> {
+        let mut tx = self.pool.begin().await?;
+        let rows: Vec<OutboxRow> = sqlx::query_as(
+            "select id, aggregatetype, aggregateid, type, payload::text as payload,
+                    tracingspancontext, seq, attempts, created_at
+             from outbox
+             where published_at is null and (next_attempt_at is null or next_attempt_at <= now())
+             order by seq
+             limit $1
+             for update skip locked",
+        )
+        .bind(self.settings.batch_size)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(BatchReport::default());
+        }
+        let claimed = rows.len();
+
+        // Step 2: per aggregate, the earliest unpublished row we did not claim is a gate.
+        let claimed_ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+        let aggregates: HashSet<(&str, &str)> = rows
+            .iter()
+            .map(|r| (r.aggregatetype.as_str(), r.aggregateid.as_str()))
+            .collect();
+        let (types, ids): (Vec<&str>, Vec<&str>) = aggregates.into_iter().unzip();
+        let gates: Vec<(String, String, i64)> = sqlx::query_as(
+            "select o.aggregatetype, o.aggregateid, min(o.seq)
+             from outbox o
+             join unnest($1::text[], $2::text[]) as c(aggregatetype, aggregateid)
+               using (aggregatetype, aggregateid)
+             where o.published_at is null and o.id <> all($3)
+             group by o.aggregatetype, o.aggregateid",
+        )
+        .bind(&types)
+        .bind(&ids)
+        .bind(&claimed_ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let gates: HashMap<(String, String), i64> =
+            gates.into_iter().map(|(t, a, seq)| ((t, a), seq)).collect();
+
+        // Chains: the publishable rows of each aggregate, in seq order.
+        let mut chains: HashMap<(String, String), Vec<OutboxRow>> = HashMap::new();
+        let mut deferred = 0;
+        for row in rows {
+            let key = (row.aggregatetype.clone(), row.aggregateid.clone());
+            if gates.get(&key).is_some_and(|gate| row.seq > *gate) {
+                deferred += 1;
+                continue;
+            }
+            chains.entry(key).or_default().push(row);
+        }
+
+        let topics = chains
+            .keys()
+            .map(|(aggregate_type, _)| self.kafka.topic_for(aggregate_type))
+            .collect();
+        self.topics.ensure(&self.kafka, topics).await?;
+
+        // Step 3: aggregates concurrently, each aggregate's rows strictly one after another.
+        let outcomes = join_all(chains.into_values().map(|chain| self.publish_chain(chain))).await;
+
+        // Step 4: mark, in the same transaction that holds the claim.
+        let mut published: Vec<Uuid> = Vec::new();
+        let mut failed = 0;
+        let now = Utc::now();
+        for outcome in outcomes {
+            for row in &outcome.published {
+                let lag = (now - row.created_at).to_std().unwrap_or_default();
+                metrics::histogram!("outbox_publish_lag_seconds", "database" => self.name.clone())
+                    .record(lag.as_secs_f64());
+            }
+            published.extend(outcome.published.iter().map(|r| r.id));
+            deferred += outcome.held_back;
+            if let Some((row, error)) = outcome.failed {
+                failed += 1;
+                let delay = retry_delay(&self.settings, row.attempts);
+                tracing::warn!(
+                    database = %self.name, id = %row.id, r#type = %row.event_type,
+                    aggregateid = %row.aggregateid, attempts = row.attempts + 1, %error, ?delay,
+                    "publish failed; the aggregate's later events wait behind it"
+                );
+                sqlx::query(
+                    "update outbox
+                     set attempts = attempts + 1, last_error = $2,
+                         next_attempt_at = now() + make_interval(secs => $3)
+                     where id = $1",
+                )
+                .bind(row.id)
+                .bind(error)
+                .bind(delay.as_secs_f64())
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        if !published.is_empty() {
+            sqlx::query(
+                "update outbox
+                 set published_at = now(), attempts = attempts + 1, last_error = null,
+                     next_attempt_at = null
+                 where id = any($1)",
+            )
+            .bind(&published)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+
+        metrics::counter!("outbox_published_total", "database" => self.name.clone())
+            .increment(published.len() as u64);
+        metrics::counter!("outbox_publish_failures_total", "database" => self.name.clone())
+            .increment(failed as u64);
+        let report = BatchReport {
+            claimed,
+            published: published.len(),
+            failed,
+            deferred,
+        };
+        tracing::debug!(database = %self.name, ?report, "batch done");
+        Ok(report)
+    }
+
+    async fn publish_chain(&self, chain: Vec<OutboxRow>) -> ChainOutcome {
+        let total = chain.len();
+        let mut outcome = ChainOutcome::default();
+        for row in chain {
+            match self.publish(&row).await {
+                Ok(()) => outcome.published.push(row),
+                Err(error) => {
+                    outcome.held_back = total - outcome.published.len() - 1;
+                    outcome.failed = Some((row, error));
+                    break;
+                }
+            }
+        }
+        outcome
+    }
+
+    /// Sends one row and waits for the broker's acknowledgement.
+    async fn publish(&self, row: &OutboxRow) -> Result<(), String> {
+        let id = row.id.to_string();
+        let mut headers = OwnedHeaders::new_with_capacity(5);
+        for (key, value) in [
+            (header::ID, Some(id.as_str())),
+            (header::TYPE, Some(row.event_type.as_str())),
+            (header::AGGREGATE_TYPE, Some(row.aggregatetype.as_str())),
+            (header::AGGREGATE_ID, Some(row.aggregateid.as_str())),
+            (header::TRACEPARENT, row.tracingspancontext.as_deref()),
+        ] {
+            if let Some(value) = value {
+                headers = headers.insert(Header { key, value: Some(value) });
+            }
+        }
+        let topic = self.kafka.topic_for(&row.aggregatetype);
+        let record = FutureRecord::to(&topic)
+            .key(&row.aggregateid)
+            .payload(&row.payload)
+            .headers(headers);
+        // The queue timeout only bounds waiting for room in the local queue; the delivery
+        // itself is bounded by the producer's `message.timeout.ms`.
+        self.producer
+            .send(record, Duration::from_secs(5))
+            .await
+            .map(|_| ())
+            .map_err(|(error, _)| error.to_string())
+    }
+}
+
+#[derive(Default)]
+struct ChainOutcome {
+    published: Vec<OutboxRow>,
+    failed: Option<(OutboxRow, String)>,
+    /// Rows after the failed one, not attempted so they cannot overtake it.
+    held_back: usize,
+}
+
+async fn wait_for_notification(listener: &mut Option<PgListener>) -> Result<(), sqlx::Error> {
+    match listener {
+        Some(l) => l.recv().await.map(|_| ()),
+        None => std::future::pending().await,
+    }
+}
+
+/// Exponential backoff with jitter from the row's attempt count, so that many failed rows
+/// do not all come due in the same instant.
+fn retry_delay(settings: &RelaySettings, attempts: i32) -> Duration {
+    let attempt = u32::try_from(attempts).unwrap_or(0);
+    shared::kafka::backoff_delay(settings.retry_base, settings.retry_max, attempt)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_doubles_and_is_capped() {
+        let settings = RelaySettings {
+            retry_base: Duration::from_millis(100),
+            retry_max: Duration::from_secs(2),
+            ..RelaySettings::default()
+        };
+        assert!(retry_delay(&settings, 0) <= Duration::from_millis(100));
+        let third = retry_delay(&settings, 3);
+        assert!(third >= Duration::from_millis(400) && third <= Duration::from_millis(800));
+        assert!(retry_delay(&settings, 1000) <= Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,81 @@
+//! Wiring: one producer for the process, one relay loop per source database, one HTTP port.
+
+use std::sync::Arc;
+
+use rdkafka::producer::{FutureProducer, Producer};
+use shared::{kafka, StartupError};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::Config,
+    relay::{Relay, Topics},
+    routes,
+};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub relays: Arc<Vec<Relay>>,
+    pub producer: FutureProducer,
+}
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        let producer = kafka::producer(&config.kafka)?;
+        let topics = Arc::new(Topics::default());
+        let mut relays = Vec::with_capacity(config.databases.len());
+        for source in config.databases {
+            // A claim transaction, the LISTEN connection and health checks.
+            let pool = shared::db::connect_lazy(&source.url, 4)?;
+            relays.push(Relay::new(
+                source.name,
+                pool,
+                producer.clone(),
+                config.kafka.clone(),
+                config.relay.clone(),
+                topics.clone(),
+            ));
+        }
+        let listener = shared::http::bind(config.port).await?;
+        Ok(Self {
+            listener,
+            state: AppState {
+                relays: Arc::new(relays),
+                producer,
+            },
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), StartupError> {
+        tracing::info!(port = self.port(), relays = self.state.relays.len(), "outbox-processor listening");
+        let workers: Vec<_> = self
+            .state
+            .relays
+            .iter()
+            .map(|relay| tokio::spawn(relay.clone().run(shutdown.clone())))
+            .collect();
+        let producer = self.state.producer.clone();
+        let served = shared::http::serve(self.listener, routes::router(self.state), shutdown.clone()).await;
+        shutdown.cancel();
+        for worker in workers {
+            if let Err(error) = worker.await {
+                tracing::error!(%error, "relay task panicked");
+            }
+        }
+        // Every batch has committed its marks by now; flush hands over anything still queued.
+        let flushed = tokio::task::spawn_blocking(move || producer.flush(std::time::Duration::from_secs(10))).await;
+        if !matches!(flushed, Ok(Ok(()))) {
+            tracing::warn!("producer flush did not complete");
+        }
+        served.map_err(Into::into)
+    }
+}

@@ -1,0 +1,111 @@
+//! Configuration from environment variables, with defaults that match the local stack.
+//!
+//! Every setting has a default so `cargo run -p order-service` works on a laptop with the
+//! local stack up; production overrides them through the environment (12-factor style).
+
+use std::{fmt::Display, str::FromStr, time::Duration};
+
+use secrecy::SecretString;
+
+#[derive(Debug, thiserror::Error)]
+#[error("environment variable {name}={value:?} is invalid: {reason}")]
+pub struct ConfigError {
+    pub name: String,
+    pub value: String,
+    pub reason: String,
+}
+
+/// Reads `name` and parses it, or returns `default` when it is unset or empty.
+pub fn var<T>(name: &str, default: T) -> Result<T, ConfigError>
+where
+    T: FromStr,
+    T::Err: Display,
+{
+    match std::env::var(name) {
+        Ok(value) if !value.trim().is_empty() => {
+            value.trim().parse().map_err(|e: T::Err| ConfigError {
+                name: name.to_owned(),
+                value,
+                reason: e.to_string(),
+            })
+        }
+        _ => Ok(default),
+    }
+}
+
+/// A string setting (no parsing needed).
+pub fn string(name: &str, default: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+/// A setting that may hold a password (database URLs): it never shows up in logs or `Debug`.
+pub fn secret(name: &str, default: &str) -> SecretString {
+    SecretString::from(string(name, default))
+}
+
+/// A duration given in milliseconds, e.g. `RELAY_POLL_INTERVAL_MS=250`.
+pub fn millis(name: &str, default_ms: u64) -> Result<Duration, ConfigError> {
+    var(name, default_ms).map(Duration::from_millis)
+}
+
+/// Kafka settings every service needs.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port]`.
+    pub brokers: String,
+    /// Prepended to every topic name. Empty in the stack; tests use a unique prefix so that
+    /// they can share one broker without seeing each other's events.
+    pub topic_prefix: String,
+    /// Partitions for the topics we create (the local broker does not auto-create topics).
+    pub partitions: i32,
+}
+
+impl KafkaConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            brokers: string("KAFKA_BROKERS", "127.0.0.1:9092"),
+            topic_prefix: string("KAFKA_TOPIC_PREFIX", ""),
+            partitions: var("KAFKA_TOPIC_PARTITIONS", 3)?,
+        })
+    }
+
+    /// The topic an aggregate type's events go to. Same default as Debezium's Outbox Event
+    /// Router (`outbox.event.${routedByValue}`), so Debezium can replace our relay.
+    pub fn topic_for(&self, aggregate_type: &str) -> String {
+        format!("{}outbox.event.{aggregate_type}", self.topic_prefix)
+    }
+
+    /// Where a consumer group parks messages it can never process.
+    pub fn dead_letter_topic(&self, group_id: &str) -> String {
+        format!("{}{group_id}.dlq", self.topic_prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_follow_debezium_naming_and_prefix() {
+        let k = KafkaConfig {
+            brokers: "x".into(),
+            topic_prefix: "t1.".into(),
+            partitions: 1,
+        };
+        assert_eq!(k.topic_for("order"), "t1.outbox.event.order");
+        assert_eq!(k.dead_letter_topic("inventory-service"), "t1.inventory-service.dlq");
+    }
+
+    #[test]
+    fn invalid_values_are_reported_with_their_name() {
+        std::env::set_var("SHARED_CONFIG_TEST_PORT", "nine");
+        let err = var::<u16>("SHARED_CONFIG_TEST_PORT", 1).unwrap_err();
+        assert_eq!(err.name, "SHARED_CONFIG_TEST_PORT");
+        assert!(err.to_string().contains("nine"));
+        std::env::set_var("SHARED_CONFIG_TEST_PORT", "");
+        assert_eq!(var::<u16>("SHARED_CONFIG_TEST_PORT", 7).unwrap(), 7);
+    }
+}

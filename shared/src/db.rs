@@ -1,0 +1,44 @@
+//! PostgreSQL connection pool and migrations.
+//!
+//! The outbox and inbox tables are defined once, here, and every service database gets them
+//! next to its own tables. Two migrators share sqlx's bookkeeping table, so each is told to
+//! ignore the other's versions (ours are 1..99, the services' start at 100).
+
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::{migrate::Migrator, postgres::PgPoolOptions, PgPool};
+
+/// The outbox and inbox tables.
+pub static SHARED_MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+pub async fn connect(url: &SecretString, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        // Fail a request quickly when the database is gone instead of queueing forever.
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(url.expose_secret())
+        .await
+}
+
+/// Runs the shared migrations, then the service's own.
+pub async fn migrate(pool: &PgPool, service: &Migrator) -> Result<(), sqlx::migrate::MigrateError> {
+    for source in [&SHARED_MIGRATOR, service] {
+        let mut migrator = Migrator {
+            migrations: source.migrations.clone(),
+            ..Migrator::DEFAULT
+        };
+        migrator.set_ignore_missing(true);
+        migrator.run(pool).await?;
+    }
+    Ok(())
+}
+
+/// A pool that connects on first use: the relay starts, and serves its other databases, even
+/// while one of them is down.
+pub fn connect_lazy(url: &SecretString, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy(url.expose_secret())
+}

@@ -1,0 +1,130 @@
+//! What a consumer reads out of a Kafka message: event id, type and payload.
+//!
+//! The relay (and Debezium's Outbox Event Router, configured as the README shows) puts the
+//! outbox row's `payload` in the message value, `aggregateid` in the key, and `id` and `type`
+//! in headers. A message without them cannot be deduplicated or dispatched, so it is not an
+//! event: the consumer loop dead-letters it.
+
+use rdkafka::message::{Headers, Message};
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use crate::kafka::HandleError;
+
+/// Header names, shared by the relay (writing) and consumers (reading).
+pub mod header {
+    pub const ID: &str = "id";
+    pub const TYPE: &str = "type";
+    pub const AGGREGATE_TYPE: &str = "aggregatetype";
+    pub const AGGREGATE_ID: &str = "aggregateid";
+    pub const TRACEPARENT: &str = "traceparent";
+    /// Added by a consumer when it dead-letters a message.
+    pub const DLQ_REASON: &str = "dlq-reason";
+    pub const DLQ_TOPIC: &str = "dlq-original-topic";
+    pub const DLQ_PARTITION: &str = "dlq-original-partition";
+    pub const DLQ_OFFSET: &str = "dlq-original-offset";
+    pub const DLQ_GROUP: &str = "dlq-consumer-group";
+}
+
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub id: Uuid,
+    pub event_type: String,
+    pub aggregate_id: Option<String>,
+    pub traceparent: Option<String>,
+    pub payload: Vec<u8>,
+}
+
+impl Envelope {
+    /// Reads the envelope, or says why this message is not an event we can process.
+    pub fn from_message<M: Message>(message: &M) -> Result<Self, String> {
+        let header = |name: &str| -> Result<Option<String>, String> {
+            let Some(headers) = message.headers() else {
+                return Ok(None);
+            };
+            match headers.iter().find(|h| h.key == name).and_then(|h| h.value) {
+                None => Ok(None),
+                Some(bytes) => std::str::from_utf8(bytes)
+                    // Debezium's JSON converter quotes string headers; accept both forms.
+                    .map(|s| Some(s.trim_matches('"').to_owned()))
+                    .map_err(|_| format!("header {name:?} is not UTF-8")),
+            }
+        };
+        let id = header(header::ID)?.ok_or("missing header \"id\"")?;
+        let id = Uuid::parse_str(&id).map_err(|e| format!("header \"id\" is not a UUID: {e}"))?;
+        let event_type = header(header::TYPE)?.ok_or("missing header \"type\"")?;
+        let payload = message.payload().ok_or("message has no value")?.to_vec();
+        Ok(Self {
+            id,
+            event_type,
+            aggregate_id: header(header::AGGREGATE_ID)?,
+            traceparent: header(header::TRACEPARENT)?,
+            payload,
+        })
+    }
+
+    /// Parses the payload as `T`. A payload that does not match its declared type will not
+    /// match on a retry either, so this is a permanent failure (dead letter).
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, HandleError> {
+        serde_json::from_slice(&self.payload).map_err(|e| {
+            HandleError::Permanent(format!("payload of {} does not parse: {e}", self.event_type))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::message::{Header, OwnedHeaders, OwnedMessage, Timestamp};
+
+    use super::*;
+
+    fn message(headers: &[(&str, &str)], payload: &[u8]) -> OwnedMessage {
+        let mut h = OwnedHeaders::new();
+        for (k, v) in headers {
+            h = h.insert(Header {
+                key: k,
+                value: Some(*v),
+            });
+        }
+        OwnedMessage::new(
+            Some(payload.to_vec()),
+            None,
+            "t".into(),
+            Timestamp::NotAvailable,
+            0,
+            0,
+            Some(h),
+        )
+    }
+
+    #[test]
+    fn reads_id_type_and_payload_from_headers() {
+        let id = Uuid::now_v7();
+        let m = message(
+            &[("id", &format!("\"{id}\"")), ("type", "OrderPlaced")],
+            b"{}",
+        );
+        let e = Envelope::from_message(&m).unwrap();
+        assert_eq!(e.id, id);
+        assert_eq!(e.event_type, "OrderPlaced");
+        assert_eq!(e.payload, b"{}");
+    }
+
+    #[test]
+    fn rejects_messages_that_are_not_events() {
+        let no_id = message(&[("type", "OrderPlaced")], b"{}");
+        assert!(Envelope::from_message(&no_id).unwrap_err().contains("id"));
+        let bad_id = message(&[("id", "nope"), ("type", "X")], b"{}");
+        assert!(Envelope::from_message(&bad_id)
+            .unwrap_err()
+            .contains("not a UUID"));
+    }
+
+    #[test]
+    fn a_payload_of_the_wrong_shape_is_permanent() {
+        let m = message(&[("id", &Uuid::now_v7().to_string()), ("type", "T")], b"[1]");
+        let e = Envelope::from_message(&m).unwrap();
+        let err = e.decode::<crate::events::OrderPlaced>().unwrap_err();
+        assert!(matches!(err, HandleError::Permanent(_)));
+    }
+}

@@ -1,0 +1,173 @@
+//! Test helpers (feature `testing`): every test gets its own database and its own topics on
+//! the real servers, so tests run in parallel without seeing each other.
+
+use std::{future::Future, time::Duration};
+
+use rdkafka::{
+    consumer::{Consumer, StreamConsumer},
+    message::{Header, OwnedHeaders, OwnedMessage},
+    producer::FutureRecord,
+    ClientConfig, Message, TopicPartitionList,
+};
+use secrecy::SecretString;
+use sqlx::{Connection, PgConnection};
+use uuid::Uuid;
+
+use crate::config::KafkaConfig;
+
+/// Admin connection used to create test databases.
+pub fn admin_database_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+pub fn mongo_uri() -> String {
+    std::env::var("MONGODB_URI").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".to_owned())
+}
+
+/// A fresh, empty database named `outbox_test_<uuid>`; returns its URL. The test command
+/// drops leftovers of earlier runs before it starts.
+pub async fn fresh_database() -> SecretString {
+    let admin = admin_database_url();
+    let name = format!("outbox_test_{}", Uuid::new_v4().simple());
+    let mut conn = PgConnection::connect(&admin)
+        .await
+        .expect("the test PostgreSQL server must be running (scripts/stack infra-up)");
+    sqlx::query(&format!("create database {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+    SecretString::from(format!("{base}/{name}"))
+}
+
+/// Kafka settings with a unique topic prefix, so this test's topics are its own.
+pub fn kafka() -> KafkaConfig {
+    KafkaConfig {
+        brokers: std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned()),
+        topic_prefix: format!("test-{}.", Uuid::new_v4().simple()),
+        partitions: 3,
+    }
+}
+
+/// Produces one raw message (tests use it to inject duplicates and malformed messages).
+pub async fn produce(
+    kafka: &KafkaConfig,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+    headers: &[(&str, &str)],
+) {
+    crate::kafka::ensure_topics(kafka, &[topic.to_owned()])
+        .await
+        .expect("create topic");
+    let producer = crate::kafka::producer(kafka).expect("producer");
+    let mut h = OwnedHeaders::new();
+    for (k, v) in headers {
+        h = h.insert(Header {
+            key: k,
+            value: Some(*v),
+        });
+    }
+    producer
+        .send(
+            FutureRecord::to(topic).key(key).payload(payload).headers(h),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("produce test message");
+}
+
+/// Reads every message of `topic` from the beginning until `expected` arrived or `timeout`
+/// passed (then returns what it has). Uses a throwaway consumer with assigned partitions.
+pub async fn read_topic(
+    kafka: &KafkaConfig,
+    topic: &str,
+    expected: usize,
+    timeout: Duration,
+) -> Vec<OwnedMessage> {
+    crate::kafka::ensure_topics(kafka, &[topic.to_owned()])
+        .await
+        .expect("create topic");
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("group.id", format!("reader-{}", Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("reader");
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..kafka.partitions {
+        assignment
+            .add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while out.len() < expected {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(m)) => out.push(m.detach()),
+            Ok(Err(e)) => panic!("reading {topic}: {e}"),
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+/// The value of a header of a read message.
+pub fn header(message: &OwnedMessage, name: &str) -> Option<String> {
+    use rdkafka::message::Headers;
+    message.headers().and_then(|h| {
+        h.iter()
+            .find(|x| x.key == name)
+            .and_then(|x| x.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    })
+}
+
+/// Polls `check` every 50 ms until it returns `Some` or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An HTTP client for talking to an app a test spawned.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("http client")
+}
+
+/// Publishes `payload` as event `id` of type `E::TYPE`, the way the relay would.
+pub async fn publish_event<E: crate::events::DomainEvent>(kafka: &KafkaConfig, id: Uuid, event: &E) {
+    let payload = serde_json::to_vec(event).expect("event to JSON");
+    let id = id.to_string();
+    produce(
+        kafka,
+        &kafka.topic_for(E::AGGREGATE_TYPE),
+        &event.aggregate_id(),
+        &payload,
+        &[("id", &id), ("type", E::TYPE)],
+    )
+    .await;
+}
+
+/// Reads the payload of a message as JSON.
+pub fn json(message: &OwnedMessage) -> serde_json::Value {
+    serde_json::from_slice(message.payload().unwrap_or_default()).expect("JSON payload")
+}
