@@ -175,6 +175,9 @@ async fn consume<H: EventHandler>(
         .set("enable.auto.commit", "false")
         // A new group starts from the beginning, so no event published before it joined is lost.
         .set("auto.offset.reset", "earliest")
+        // Don't let the broker hold a fetch for long when there is little to read: events
+        // hop through three consumers on their way, and each wait adds up end to end.
+        .set("fetch.wait.max.ms", "50")
         .create()?;
     let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;

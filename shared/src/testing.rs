@@ -41,6 +41,20 @@ pub async fn fresh_database() -> SecretString {
     SecretString::from(format!("{base}/{name}"))
 }
 
+/// A fresh database with only the outbox and inbox tables (for relay tests).
+pub async fn fresh_outbox_database() -> sqlx::PgPool {
+    let url = fresh_database().await;
+    let pool = crate::db::connect(&url, 10).await.expect("connect to test database");
+    let no_service_tables = sqlx::migrate::Migrator {
+        migrations: std::borrow::Cow::Borrowed(&[]),
+        ..sqlx::migrate::Migrator::DEFAULT
+    };
+    crate::db::migrate(&pool, &no_service_tables)
+        .await
+        .expect("migrate test database");
+    pool
+}
+
 /// Kafka settings with a unique topic prefix, so this test's topics are its own.
 pub fn kafka() -> KafkaConfig {
     KafkaConfig {

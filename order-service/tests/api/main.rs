@@ -1,0 +1,6 @@
+//! order-service against real PostgreSQL and Kafka: one fresh database and one topic prefix
+//! per test.
+
+mod consumer;
+mod helpers;
+mod orders;
