@@ -167,18 +167,24 @@ pub fn http() -> reqwest::Client {
         .expect("http client")
 }
 
-/// Publishes `payload` as event `id` of type `E::TYPE`, the way the relay would.
+/// Publishes `event` with id `id` the way the relay would (key = aggregate id).
 pub async fn publish_event<E: crate::events::DomainEvent>(kafka: &KafkaConfig, id: Uuid, event: &E) {
+    publish_event_with_key(kafka, &event.aggregate_id(), id, event).await;
+}
+
+/// Same, under another key. Messages with one key share a partition and are consumed in
+/// order, so a test publishes a later "sentinel" event under the key of the events it
+/// checks: once the sentinel is processed, everything before it was too.
+pub async fn publish_event_with_key<E: crate::events::DomainEvent>(
+    kafka: &KafkaConfig,
+    key: &str,
+    id: Uuid,
+    event: &E,
+) {
     let payload = serde_json::to_vec(event).expect("event to JSON");
     let id = id.to_string();
-    produce(
-        kafka,
-        &kafka.topic_for(E::AGGREGATE_TYPE),
-        &event.aggregate_id(),
-        &payload,
-        &[("id", &id), ("type", E::TYPE)],
-    )
-    .await;
+    let topic = kafka.topic_for(E::AGGREGATE_TYPE);
+    produce(kafka, &topic, key, &payload, &[("id", &id), ("type", E::TYPE)]).await;
 }
 
 /// Reads the payload of a message as JSON.

@@ -1,0 +1,5 @@
+//! inventory-service against real PostgreSQL and Kafka.
+
+mod consumer;
+mod helpers;
+mod products;
