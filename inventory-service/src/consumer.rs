@@ -5,7 +5,9 @@
 
 use shared::{
     envelope::Envelope,
-    events::{DomainEvent, OrderConfirmed, OrderPlaced, OrderRejected, StockRejected, StockReserved},
+    events::{
+        DomainEvent, OrderConfirmed, OrderPlaced, OrderRejected, StockRejected, StockReserved,
+    },
     inbox,
     kafka::{EventHandler, HandleError},
     outbox,
@@ -30,13 +32,19 @@ impl EventHandler for OrderHandler {
             OrderPlaced::TYPE => self.on_order_placed(event, event.decode()?).await,
             // Events on the order topic that inventory has no business with.
             OrderConfirmed::TYPE | OrderRejected::TYPE => Ok(()),
-            other => Err(HandleError::Permanent(format!("unknown event type {other:?} on the order topic"))),
+            other => Err(HandleError::Permanent(format!(
+                "unknown event type {other:?} on the order topic"
+            ))),
         }
     }
 }
 
 impl OrderHandler {
-    async fn on_order_placed(&self, envelope: &Envelope, order: OrderPlaced) -> Result<(), HandleError> {
+    async fn on_order_placed(
+        &self,
+        envelope: &Envelope,
+        order: OrderPlaced,
+    ) -> Result<(), HandleError> {
         let mut tx = self.pool.begin().await?;
         if !inbox::record(&mut tx, CONSUMER, envelope.id, &envelope.event_type).await? {
             tracing::info!("duplicate delivery; already applied");

@@ -11,21 +11,28 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 const PRODUCT_COLUMNS: &str = "sku, name, unit_price_cents, currency, on_hand, reserved";
 
 pub async fn list_products(pool: &PgPool) -> Result<Vec<Product>, sqlx::Error> {
-    sqlx::query_as(&format!("select {PRODUCT_COLUMNS} from products order by sku"))
-        .fetch_all(pool)
-        .await
+    sqlx::query_as(&format!(
+        "select {PRODUCT_COLUMNS} from products order by sku"
+    ))
+    .fetch_all(pool)
+    .await
 }
 
 pub async fn find_product(pool: &PgPool, sku: &str) -> Result<Option<Product>, sqlx::Error> {
-    sqlx::query_as(&format!("select {PRODUCT_COLUMNS} from products where sku = $1"))
-        .bind(sku)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_as(&format!(
+        "select {PRODUCT_COLUMNS} from products where sku = $1"
+    ))
+    .bind(sku)
+    .fetch_optional(pool)
+    .await
 }
 
 /// Reads the products an order names and locks them until the transaction ends. Locking in
 /// SKU order means two orders for the same SKUs queue up instead of deadlocking.
-pub async fn lock_products(tx: &mut PgConnection, skus: &[&str]) -> Result<Vec<Product>, sqlx::Error> {
+pub async fn lock_products(
+    tx: &mut PgConnection,
+    skus: &[&str],
+) -> Result<Vec<Product>, sqlx::Error> {
     sqlx::query_as(&format!(
         "select {PRODUCT_COLUMNS} from products where sku = any($1) order by sku for update"
     ))
@@ -35,10 +42,17 @@ pub async fn lock_products(tx: &mut PgConnection, skus: &[&str]) -> Result<Vec<P
 }
 
 /// Moves the reserved units from `on_hand` to `reserved` and records the reservation.
-pub async fn reserve(tx: &mut PgConnection, order_id: Uuid, lines: &[ReservedLine]) -> Result<(), sqlx::Error> {
+pub async fn reserve(
+    tx: &mut PgConnection,
+    order_id: Uuid,
+    lines: &[ReservedLine],
+) -> Result<(), sqlx::Error> {
     let skus: Vec<&str> = lines.iter().map(|l| l.sku.as_str()).collect();
     // ReservedLine quantities come from `on_hand`, an i32, so they fit.
-    let quantities: Vec<i32> = lines.iter().map(|l| i32::try_from(l.quantity).unwrap_or(i32::MAX)).collect();
+    let quantities: Vec<i32> = lines
+        .iter()
+        .map(|l| i32::try_from(l.quantity).unwrap_or(i32::MAX))
+        .collect();
     let prices: Vec<i64> = lines.iter().map(|l| l.unit_price_cents).collect();
     sqlx::query(
         "update products p

@@ -20,7 +20,10 @@ pub struct Product {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    Reserve { currency: String, lines: Vec<ReservedLine> },
+    Reserve {
+        currency: String,
+        lines: Vec<ReservedLine>,
+    },
     Reject(RejectionReason),
 }
 
@@ -32,19 +35,29 @@ pub fn decide(lines: &[OrderLine], products: &[Product]) -> Decision {
         *wanted.entry(line.sku.as_str()).or_default() += u64::from(line.quantity);
     }
     if wanted.is_empty() {
-        return Decision::Reject(reason(RejectionCode::UnknownSku, "the order has no lines", None));
+        return Decision::Reject(reason(
+            RejectionCode::UnknownSku,
+            "the order has no lines",
+            None,
+        ));
     }
     let mut currency: Option<&str> = None;
     let mut reserved = Vec::with_capacity(wanted.len());
     for (sku, quantity) in wanted {
         let Some(product) = products.iter().find(|p| p.sku == sku) else {
-            return Decision::Reject(reason(RejectionCode::UnknownSku, &format!("unknown SKU {sku}"), Some(sku)));
+            return Decision::Reject(reason(
+                RejectionCode::UnknownSku,
+                &format!("unknown SKU {sku}"),
+                Some(sku),
+            ));
         };
         let available = u64::try_from(product.on_hand).unwrap_or(0);
         if quantity > available {
             return Decision::Reject(reason(
                 RejectionCode::InsufficientStock,
-                &format!("insufficient stock for {sku}: requested {quantity}, available {available}"),
+                &format!(
+                    "insufficient stock for {sku}: requested {quantity}, available {available}"
+                ),
                 Some(sku),
             ));
         }
@@ -95,34 +108,59 @@ mod tests {
     }
 
     fn line(sku: &str, quantity: u32) -> OrderLine {
-        OrderLine { sku: sku.into(), quantity }
+        OrderLine {
+            sku: sku.into(),
+            quantity,
+        }
     }
 
     #[test]
     fn reserves_everything_at_the_current_price() {
         let products = [product("A", 5, 100, "EUR"), product("B", 1, 250, "EUR")];
-        let Decision::Reserve { currency, lines } = decide(&[line("B", 1), line("A", 5)], &products) else {
+        let Decision::Reserve { currency, lines } =
+            decide(&[line("B", 1), line("A", 5)], &products)
+        else {
             panic!("expected a reservation");
         };
         assert_eq!(currency, "EUR");
         assert_eq!(lines.len(), 2);
-        assert_eq!((lines[0].sku.as_str(), lines[0].quantity, lines[0].unit_price_cents), ("A", 5, 100));
+        assert_eq!(
+            (
+                lines[0].sku.as_str(),
+                lines[0].quantity,
+                lines[0].unit_price_cents
+            ),
+            ("A", 5, 100)
+        );
     }
 
     #[test]
     fn rejects_unknown_skus_and_short_stock_with_a_reason() {
         let products = [product("A", 5, 100, "EUR")];
-        let Decision::Reject(r) = decide(&[line("A", 1), line("Z", 1)], &products) else { panic!() };
-        assert_eq!((r.code, r.sku.as_deref()), (RejectionCode::UnknownSku, Some("Z")));
-        let Decision::Reject(r) = decide(&[line("A", 3), line("A", 3)], &products) else { panic!() };
+        let Decision::Reject(r) = decide(&[line("A", 1), line("Z", 1)], &products) else {
+            panic!()
+        };
+        assert_eq!(
+            (r.code, r.sku.as_deref()),
+            (RejectionCode::UnknownSku, Some("Z"))
+        );
+        let Decision::Reject(r) = decide(&[line("A", 3), line("A", 3)], &products) else {
+            panic!()
+        };
         assert_eq!(r.code, RejectionCode::InsufficientStock);
-        assert!(r.message.contains("requested 6, available 5"), "{}", r.message);
+        assert!(
+            r.message.contains("requested 6, available 5"),
+            "{}",
+            r.message
+        );
     }
 
     #[test]
     fn rejects_mixed_currencies() {
         let products = [product("A", 5, 100, "EUR"), product("B", 5, 100, "USD")];
-        let Decision::Reject(r) = decide(&[line("A", 1), line("B", 1)], &products) else { panic!() };
+        let Decision::Reject(r) = decide(&[line("A", 1), line("B", 1)], &products) else {
+            panic!()
+        };
         assert_eq!(r.code, RejectionCode::MixedCurrency);
     }
 }

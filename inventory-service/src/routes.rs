@@ -30,7 +30,10 @@ pub async fn list_products(State(state): State<AppState>) -> Result<Json<Product
 }
 
 /// `GET /products/{sku}`.
-pub async fn get_product(State(state): State<AppState>, Path(sku): Path<String>) -> Result<Json<Product>, ApiError> {
+pub async fn get_product(
+    State(state): State<AppState>,
+    Path(sku): Path<String>,
+) -> Result<Json<Product>, ApiError> {
     let sku = sku.to_ascii_uppercase();
     db::find_product(&state.pool, &sku)
         .await?

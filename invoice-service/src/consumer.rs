@@ -21,13 +21,19 @@ impl EventHandler for ConfirmedOrderHandler {
         match event.event_type.as_str() {
             OrderConfirmed::TYPE => self.on_confirmed(event, event.decode()?).await,
             OrderPlaced::TYPE | OrderRejected::TYPE => Ok(()),
-            other => Err(HandleError::Permanent(format!("unknown event type {other:?} on the order topic"))),
+            other => Err(HandleError::Permanent(format!(
+                "unknown event type {other:?} on the order topic"
+            ))),
         }
     }
 }
 
 impl ConfirmedOrderHandler {
-    async fn on_confirmed(&self, envelope: &Envelope, order: OrderConfirmed) -> Result<(), HandleError> {
+    async fn on_confirmed(
+        &self,
+        envelope: &Envelope,
+        order: OrderConfirmed,
+    ) -> Result<(), HandleError> {
         let invoice = Invoice {
             order_id: order.order_id.to_string(),
             customer_id: order.customer_id,

@@ -38,7 +38,12 @@ pub fn invoices(db: &Database) -> Collection<Invoice> {
 pub async fn ensure_indexes(db: &Database) -> Result<(), mongodb::error::Error> {
     let index = IndexModel::builder()
         .keys(doc! { "order_id": 1 })
-        .options(IndexOptions::builder().unique(true).name("order_id_unique".to_owned()).build())
+        .options(
+            IndexOptions::builder()
+                .unique(true)
+                .name("order_id_unique".to_owned())
+                .build(),
+        )
         .build();
     invoices(db).create_index(index).await.map(|_| ())
 }

@@ -70,9 +70,15 @@ pub async fn list_invoices(
 ) -> Result<Json<InvoiceList>, ApiError> {
     let limit = params.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
-        return Err(ApiError::BadRequest("limit must be between 1 and 100".into()));
+        return Err(ApiError::BadRequest(
+            "limit must be between 1 and 100".into(),
+        ));
     }
-    let items = db::list(&state.db, limit).await?.into_iter().map(Into::into).collect();
+    let items = db::list(&state.db, limit)
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
     Ok(Json(InvoiceList { items }))
 }
 

@@ -39,7 +39,11 @@ impl EventHandler for ReservationHandler {
 }
 
 impl ReservationHandler {
-    async fn on_reserved(&self, envelope: &Envelope, event: StockReserved) -> Result<(), HandleError> {
+    async fn on_reserved(
+        &self,
+        envelope: &Envelope,
+        event: StockReserved,
+    ) -> Result<(), HandleError> {
         let mut tx = self.pool.begin().await?;
         if !inbox::record(&mut tx, CONSUMER, envelope.id, &envelope.event_type).await? {
             tracing::info!("duplicate delivery; already applied");
@@ -47,7 +51,9 @@ impl ReservationHandler {
         }
         let order = db::find_for_update(&mut tx, event.order_id)
             .await?
-            .ok_or_else(|| HandleError::Permanent(format!("order {} does not exist", event.order_id)))?;
+            .ok_or_else(|| {
+                HandleError::Permanent(format!("order {} does not exist", event.order_id))
+            })?;
         if order.status != OrderStatus::Pending {
             // A decision was already taken (by an earlier, different event): keep it, but
             // remember this event so it is not looked at again.
@@ -71,7 +77,11 @@ impl ReservationHandler {
         Ok(())
     }
 
-    async fn on_rejected(&self, envelope: &Envelope, event: StockRejected) -> Result<(), HandleError> {
+    async fn on_rejected(
+        &self,
+        envelope: &Envelope,
+        event: StockRejected,
+    ) -> Result<(), HandleError> {
         let mut tx = self.pool.begin().await?;
         if !inbox::record(&mut tx, CONSUMER, envelope.id, &envelope.event_type).await? {
             tracing::info!("duplicate delivery; already applied");
@@ -79,7 +89,9 @@ impl ReservationHandler {
         }
         let order = db::find_for_update(&mut tx, event.order_id)
             .await?
-            .ok_or_else(|| HandleError::Permanent(format!("order {} does not exist", event.order_id)))?;
+            .ok_or_else(|| {
+                HandleError::Permanent(format!("order {} does not exist", event.order_id))
+            })?;
         if order.status != OrderStatus::Pending {
             tracing::warn!(order_id = %order.id, status = ?order.status, "order already decided");
             tx.commit().await?;

@@ -94,29 +94,41 @@ pub async fn find(pool: &PgPool, id: Uuid) -> Result<Option<Order>, sqlx::Error>
 
 /// Reads an order and locks it until the transaction ends, so the status change that follows
 /// cannot race with another event for the same order.
-pub async fn find_for_update(tx: &mut PgConnection, id: Uuid) -> Result<Option<Order>, sqlx::Error> {
+pub async fn find_for_update(
+    tx: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<Order>, sqlx::Error> {
     find_in(tx, id, true).await
 }
 
-async fn find_in(conn: &mut PgConnection, id: Uuid, lock: bool) -> Result<Option<Order>, sqlx::Error> {
+async fn find_in(
+    conn: &mut PgConnection,
+    id: Uuid,
+    lock: bool,
+) -> Result<Option<Order>, sqlx::Error> {
     let lock = if lock { " for update" } else { "" };
-    let row: Option<OrderRow> =
-        sqlx::query_as(&format!("select {ORDER_COLUMNS} from orders where id = $1{lock}"))
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await?;
+    let row: Option<OrderRow> = sqlx::query_as(&format!(
+        "select {ORDER_COLUMNS} from orders where id = $1{lock}"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
     let Some(row) = row else { return Ok(None) };
     let mut orders = with_items(conn, vec![row]).await?;
     Ok(orders.pop())
 }
 
-pub async fn find_by_idempotency_key(pool: &PgPool, key: &IdempotencyKey) -> Result<Option<Order>, sqlx::Error> {
+pub async fn find_by_idempotency_key(
+    pool: &PgPool,
+    key: &IdempotencyKey,
+) -> Result<Option<Order>, sqlx::Error> {
     let mut conn = pool.acquire().await?;
-    let row: Option<OrderRow> =
-        sqlx::query_as(&format!("select {ORDER_COLUMNS} from orders where idempotency_key = $1"))
-            .bind(key.as_str())
-            .fetch_optional(&mut *conn)
-            .await?;
+    let row: Option<OrderRow> = sqlx::query_as(&format!(
+        "select {ORDER_COLUMNS} from orders where idempotency_key = $1"
+    ))
+    .bind(key.as_str())
+    .fetch_optional(&mut *conn)
+    .await?;
     let Some(row) = row else { return Ok(None) };
     Ok(with_items(&mut conn, vec![row]).await?.pop())
 }
@@ -130,7 +142,11 @@ pub async fn exists(pool: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
 
 /// Newest first; `before` is the id of the last order of the previous page (keyset
 /// pagination: stable while new orders arrive, and cheap at any depth).
-pub async fn list(pool: &PgPool, limit: i64, before: Option<Uuid>) -> Result<Vec<Order>, sqlx::Error> {
+pub async fn list(
+    pool: &PgPool,
+    limit: i64,
+    before: Option<Uuid>,
+) -> Result<Vec<Order>, sqlx::Error> {
     let mut conn = pool.acquire().await?;
     let rows: Vec<OrderRow> = sqlx::query_as(&format!(
         "select {ORDER_COLUMNS} from orders
@@ -177,7 +193,11 @@ pub async fn confirm(
     Ok(())
 }
 
-pub async fn reject(tx: &mut PgConnection, id: Uuid, reason: &RejectionReason) -> Result<(), sqlx::Error> {
+pub async fn reject(
+    tx: &mut PgConnection,
+    id: Uuid,
+    reason: &RejectionReason,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "update orders set status = 'REJECTED', rejection_reason = $2, updated_at = now()
          where id = $1",
@@ -190,7 +210,10 @@ pub async fn reject(tx: &mut PgConnection, id: Uuid, reason: &RejectionReason) -
 }
 
 /// Loads the lines of `rows` in one query and builds the orders, keeping the rows' order.
-async fn with_items(conn: &mut PgConnection, rows: Vec<OrderRow>) -> Result<Vec<Order>, sqlx::Error> {
+async fn with_items(
+    conn: &mut PgConnection,
+    rows: Vec<OrderRow>,
+) -> Result<Vec<Order>, sqlx::Error> {
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
     let items: Vec<ItemRow> = sqlx::query_as(
         "select order_id, sku, quantity, unit_price_cents from order_items

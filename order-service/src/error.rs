@@ -29,10 +29,13 @@ impl IntoResponse for ApiError {
                     .detail(self.to_string())
                     .errors(errors.clone())
             }
-            ApiError::BadRequest(detail) => Problem::new(StatusCode::BAD_REQUEST, "Bad request").detail(detail),
+            ApiError::BadRequest(detail) => {
+                Problem::new(StatusCode::BAD_REQUEST, "Bad request").detail(detail)
+            }
             ApiError::OrderNotFound(_) => Problem::not_found(self.to_string()),
             ApiError::IdempotencyKeyReused => {
-                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "Idempotency-Key reused").detail(self.to_string())
+                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "Idempotency-Key reused")
+                    .detail(self.to_string())
             }
             ApiError::Database(error) => {
                 // The client gets no internals; the log gets the whole cause.

@@ -31,7 +31,8 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
-        let pool = shared::db::connect(&config.database_url, config.database_max_connections).await?;
+        let pool =
+            shared::db::connect(&config.database_url, config.database_max_connections).await?;
         shared::db::migrate(&pool, &db::MIGRATOR).await?;
         let producer = kafka::producer(&config.kafka)?;
         let listener = shared::http::bind(config.port).await?;
@@ -48,7 +49,10 @@ impl Application {
     }
 
     pub fn port(&self) -> u16 {
-        self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
+        self.listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_default()
     }
 
     pub fn pool(&self) -> PgPool {

@@ -74,12 +74,17 @@ impl Config {
 pub fn parse_databases(raw: &str) -> Result<Vec<SourceDatabase>, String> {
     let mut out: Vec<SourceDatabase> = Vec::new();
     for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        let (name, url) = entry
-            .split_once('=')
-            .ok_or_else(|| format!("entry {:?} is not name=url", entry.split('=').next().unwrap_or("")))?;
+        let (name, url) = entry.split_once('=').ok_or_else(|| {
+            format!(
+                "entry {:?} is not name=url",
+                entry.split('=').next().unwrap_or("")
+            )
+        })?;
         let name = name.trim();
         if name.is_empty() || !url.starts_with("postgres") {
-            return Err(format!("entry for {name:?} needs a name and a postgres:// URL"));
+            return Err(format!(
+                "entry for {name:?} needs a name and a postgres:// URL"
+            ));
         }
         if out.iter().any(|d| d.name == name) {
             return Err(format!("database name {name:?} appears twice"));
@@ -106,14 +111,19 @@ mod tests {
         let dbs = parse_databases(DEFAULT_DATABASES).unwrap();
         assert_eq!(dbs.len(), 2);
         assert_eq!(dbs[1].name, "inventory");
-        assert_eq!(dbs[1].url.expose_secret(), "postgres://postgres@127.0.0.1:5432/inventory");
+        assert_eq!(
+            dbs[1].url.expose_secret(),
+            "postgres://postgres@127.0.0.1:5432/inventory"
+        );
     }
 
     #[test]
     fn rejects_bad_lists() {
         assert!(parse_databases("").is_err());
         assert!(parse_databases("orders").is_err());
-        assert!(parse_databases("a=postgres://x,a=postgres://y").unwrap_err().contains("twice"));
+        assert!(parse_databases("a=postgres://x,a=postgres://y")
+            .unwrap_err()
+            .contains("twice"));
         assert!(parse_databases("a=mysql://x").is_err());
     }
 }

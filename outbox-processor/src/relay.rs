@@ -340,7 +340,10 @@ impl Relay {
             (header::TRACEPARENT, row.tracingspancontext.as_deref()),
         ] {
             if let Some(value) = value {
-                headers = headers.insert(Header { key, value: Some(value) });
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(value),
+                });
             }
         }
         let topic = self.kafka.topic_for(&row.aggregatetype);

@@ -6,13 +6,18 @@ use shared::health::{self, HealthReport};
 use crate::startup::AppState;
 
 pub fn router(state: AppState) -> Router {
-    Router::new().route("/health", get(health)).with_state(state)
+    Router::new()
+        .route("/health", get(health))
+        .with_state(state)
 }
 
 async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let mut report = HealthReport::new();
     for relay in state.relays.iter() {
-        report = report.check(&format!("postgres:{}", relay.name), health::postgres(relay.pool()).await);
+        report = report.check(
+            &format!("postgres:{}", relay.name),
+            health::postgres(relay.pool()).await,
+        );
     }
     report.check("kafka", health::kafka(&state.producer).await)
 }

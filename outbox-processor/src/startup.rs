@@ -52,11 +52,18 @@ impl Application {
     }
 
     pub fn port(&self) -> u16 {
-        self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
+        self.listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_default()
     }
 
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), StartupError> {
-        tracing::info!(port = self.port(), relays = self.state.relays.len(), "outbox-processor listening");
+        tracing::info!(
+            port = self.port(),
+            relays = self.state.relays.len(),
+            "outbox-processor listening"
+        );
         let workers: Vec<_> = self
             .state
             .relays
@@ -64,7 +71,8 @@ impl Application {
             .map(|relay| tokio::spawn(relay.clone().run(shutdown.clone())))
             .collect();
         let producer = self.state.producer.clone();
-        let served = shared::http::serve(self.listener, routes::router(self.state), shutdown.clone()).await;
+        let served =
+            shared::http::serve(self.listener, routes::router(self.state), shutdown.clone()).await;
         shutdown.cancel();
         for worker in workers {
             if let Err(error) = worker.await {
@@ -72,7 +80,9 @@ impl Application {
             }
         }
         // Every batch has committed its marks by now; flush hands over anything still queued.
-        let flushed = tokio::task::spawn_blocking(move || producer.flush(std::time::Duration::from_secs(10))).await;
+        let flushed =
+            tokio::task::spawn_blocking(move || producer.flush(std::time::Duration::from_secs(10)))
+                .await;
         if !matches!(flushed, Ok(Ok(()))) {
             tracing::warn!("producer flush did not complete");
         }

@@ -96,7 +96,10 @@ mod tests {
             partitions: 1,
         };
         assert_eq!(k.topic_for("order"), "t1.outbox.event.order");
-        assert_eq!(k.dead_letter_topic("inventory-service"), "t1.inventory-service.dlq");
+        assert_eq!(
+            k.dead_letter_topic("inventory-service"),
+            "t1.inventory-service.dlq"
+        );
     }
 
     #[test]

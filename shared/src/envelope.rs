@@ -67,7 +67,10 @@ impl Envelope {
     /// match on a retry either, so this is a permanent failure (dead letter).
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, HandleError> {
         serde_json::from_slice(&self.payload).map_err(|e| {
-            HandleError::Permanent(format!("payload of {} does not parse: {e}", self.event_type))
+            HandleError::Permanent(format!(
+                "payload of {} does not parse: {e}",
+                self.event_type
+            ))
         })
     }
 }
@@ -122,7 +125,10 @@ mod tests {
 
     #[test]
     fn a_payload_of_the_wrong_shape_is_permanent() {
-        let m = message(&[("id", &Uuid::now_v7().to_string()), ("type", "T")], b"[1]");
+        let m = message(
+            &[("id", &Uuid::now_v7().to_string()), ("type", "T")],
+            b"[1]",
+        );
         let e = Envelope::from_message(&m).unwrap();
         let err = e.decode::<crate::events::OrderPlaced>().unwrap_err();
         assert!(matches!(err, HandleError::Permanent(_)));

@@ -202,7 +202,15 @@ async fn consume<H: EventHandler>(
         };
         if let Err(reason) = outcome {
             let group = &group_id;
-            dead_letter(&dead_letters, &dead_letter_topic, group, &message, &reason, shutdown).await;
+            dead_letter(
+                &dead_letters,
+                &dead_letter_topic,
+                group,
+                &message,
+                &reason,
+                shutdown,
+            )
+            .await;
         }
         // Retry the commit a few times; if it still fails the message is redelivered later and
         // the inbox turns that into a no-op, so giving up here loses nothing.
@@ -288,7 +296,10 @@ async fn dead_letter(
             });
         }
     }
-    let (partition, offset) = (message.partition().to_string(), message.offset().to_string());
+    let (partition, offset) = (
+        message.partition().to_string(),
+        message.offset().to_string(),
+    );
     for (key, value) in [
         (header::DLQ_REASON, reason),
         (header::DLQ_TOPIC, message.topic()),

@@ -44,7 +44,9 @@ pub async fn fresh_database() -> SecretString {
 /// A fresh database with only the outbox and inbox tables (for relay tests).
 pub async fn fresh_outbox_database() -> sqlx::PgPool {
     let url = fresh_database().await;
-    let pool = crate::db::connect(&url, 10).await.expect("connect to test database");
+    let pool = crate::db::connect(&url, 10)
+        .await
+        .expect("connect to test database");
     let no_service_tables = sqlx::migrate::Migrator {
         migrations: std::borrow::Cow::Borrowed(&[]),
         ..sqlx::migrate::Migrator::DEFAULT
@@ -168,7 +170,11 @@ pub fn http() -> reqwest::Client {
 }
 
 /// Publishes `event` with id `id` the way the relay would (key = aggregate id).
-pub async fn publish_event<E: crate::events::DomainEvent>(kafka: &KafkaConfig, id: Uuid, event: &E) {
+pub async fn publish_event<E: crate::events::DomainEvent>(
+    kafka: &KafkaConfig,
+    id: Uuid,
+    event: &E,
+) {
     publish_event_with_key(kafka, &event.aggregate_id(), id, event).await;
 }
 
@@ -184,7 +190,14 @@ pub async fn publish_event_with_key<E: crate::events::DomainEvent>(
     let payload = serde_json::to_vec(event).expect("event to JSON");
     let id = id.to_string();
     let topic = kafka.topic_for(E::AGGREGATE_TYPE);
-    produce(kafka, &topic, key, &payload, &[("id", &id), ("type", E::TYPE)]).await;
+    produce(
+        kafka,
+        &topic,
+        key,
+        &payload,
+        &[("id", &id), ("type", E::TYPE)],
+    )
+    .await;
 }
 
 /// Reads the payload of a message as JSON.

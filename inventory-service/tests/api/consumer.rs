@@ -16,7 +16,10 @@ fn placed(order_id: Uuid, lines: &[(&str, u32)]) -> OrderPlaced {
         customer_id: "cust-42".into(),
         items: lines
             .iter()
-            .map(|(sku, quantity)| OrderLine { sku: (*sku).into(), quantity: *quantity })
+            .map(|(sku, quantity)| OrderLine {
+                sku: (*sku).into(),
+                quantity: *quantity,
+            })
             .collect(),
         placed_at: Utc::now(),
     }
@@ -41,16 +44,27 @@ async fn order_placed_delivered_twice_reserves_stock_once() {
     testing::publish_event(&app.kafka, event_id, &event).await;
     // A different event with the same key: processed after the duplicates (same partition).
     let sentinel = placed(Uuid::now_v7(), &[("CABLE-USBC", 1)]);
-    testing::publish_event_with_key(&app.kafka, &order_id.to_string(), Uuid::now_v7(), &sentinel).await;
+    testing::publish_event_with_key(&app.kafka, &order_id.to_string(), Uuid::now_v7(), &sentinel)
+        .await;
     app.wait_for_inbox(2).await;
 
     let keyboard = app.product("KEYBOARD-01").await;
-    assert_eq!((keyboard["on_hand"].as_i64(), keyboard["reserved"].as_i64()), (Some(98), Some(2)));
+    assert_eq!(
+        (keyboard["on_hand"].as_i64(), keyboard["reserved"].as_i64()),
+        (Some(98), Some(2))
+    );
     let mouse = app.product("MOUSE-01").await;
-    assert_eq!((mouse["on_hand"].as_i64(), mouse["reserved"].as_i64()), (Some(199), Some(1)));
+    assert_eq!(
+        (mouse["on_hand"].as_i64(), mouse["reserved"].as_i64()),
+        (Some(199), Some(1))
+    );
 
     let events = outbox(&app).await;
-    let reserved: Vec<&Value> = events.iter().filter(|(t, _)| t == "StockReserved").map(|(_, p)| p).collect();
+    let reserved: Vec<&Value> = events
+        .iter()
+        .filter(|(t, _)| t == "StockReserved")
+        .map(|(_, p)| p)
+        .collect();
     // One for the order, one for the sentinel; the duplicates added nothing.
     assert_eq!(reserved.len(), 2, "{events:?}");
     assert_eq!(reserved[0]["order_id"], order_id.to_string());
@@ -61,7 +75,10 @@ async fn order_placed_delivered_twice_reserves_stock_once() {
     // A duplicate is skipped by the inbox, not failed by a constraint and dead-lettered.
     let dead = app.kafka.dead_letter_topic("inventory-service");
     let dead = testing::read_topic(&app.kafka, &dead, 1, std::time::Duration::from_secs(2)).await;
-    assert!(dead.is_empty(), "duplicates were dead-lettered instead of skipped");
+    assert!(
+        dead.is_empty(),
+        "duplicates were dead-lettered instead of skipped"
+    );
 }
 
 #[tokio::test]
@@ -69,13 +86,28 @@ async fn short_stock_and_unknown_skus_are_rejected_with_a_reason_and_change_noth
     let app = spawn_app().await;
     let short = Uuid::now_v7();
     let unknown = Uuid::now_v7();
-    testing::publish_event(&app.kafka, Uuid::now_v7(), &placed(short, &[("MOUSE-01", 1), ("MONITOR-27", 11)])).await;
-    testing::publish_event(&app.kafka, Uuid::now_v7(), &placed(unknown, &[("NOPE-1", 1)])).await;
+    testing::publish_event(
+        &app.kafka,
+        Uuid::now_v7(),
+        &placed(short, &[("MOUSE-01", 1), ("MONITOR-27", 11)]),
+    )
+    .await;
+    testing::publish_event(
+        &app.kafka,
+        Uuid::now_v7(),
+        &placed(unknown, &[("NOPE-1", 1)]),
+    )
+    .await;
     app.wait_for_inbox(2).await;
 
     let events = outbox(&app).await;
     assert_eq!(events.len(), 2);
-    let by_order = |id: Uuid| events.iter().find(|(_, p)| p["order_id"] == id.to_string()).unwrap();
+    let by_order = |id: Uuid| {
+        events
+            .iter()
+            .find(|(_, p)| p["order_id"] == id.to_string())
+            .unwrap()
+    };
     let (kind, payload) = by_order(short);
     assert_eq!(kind, "StockRejected");
     assert_eq!(payload["reason"]["code"], "INSUFFICIENT_STOCK");
@@ -99,15 +131,43 @@ async fn malformed_and_unknown_messages_are_dead_lettered_and_the_next_one_proce
     let id = Uuid::now_v7().to_string();
 
     testing::produce(&app.kafka, &topic, &key, b"\x00\x01garbage", &[]).await;
-    testing::produce(&app.kafka, &topic, &key, b"{}", &[("id", &id), ("type", "OrderTeleported")]).await;
-    testing::publish_event(&app.kafka, Uuid::now_v7(), &placed(order_id, &[("CABLE-USBC", 3)])).await;
+    testing::produce(
+        &app.kafka,
+        &topic,
+        &key,
+        b"{}",
+        &[("id", &id), ("type", "OrderTeleported")],
+    )
+    .await;
+    testing::publish_event(
+        &app.kafka,
+        Uuid::now_v7(),
+        &placed(order_id, &[("CABLE-USBC", 3)]),
+    )
+    .await;
     app.wait_for_inbox(1).await;
 
     assert_eq!(app.product("CABLE-USBC").await["on_hand"], 497);
-    let dead = testing::read_topic(&app.kafka, &app.kafka.dead_letter_topic("inventory-service"), 2, WAIT).await;
-    let reasons: Vec<String> = dead.iter().filter_map(|m| testing::header(m, "dlq-reason")).collect();
+    let dead = testing::read_topic(
+        &app.kafka,
+        &app.kafka.dead_letter_topic("inventory-service"),
+        2,
+        WAIT,
+    )
+    .await;
+    let reasons: Vec<String> = dead
+        .iter()
+        .filter_map(|m| testing::header(m, "dlq-reason"))
+        .collect();
     assert_eq!(reasons.len(), 2, "{reasons:?}");
-    assert!(reasons.iter().any(|r| r.contains("unknown event type \"OrderTeleported\"")), "{reasons:?}");
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("unknown event type \"OrderTeleported\"")),
+        "{reasons:?}"
+    );
     // The copy keeps the original bytes.
-    assert!(dead.iter().any(|m| rdkafka::Message::payload(m) == Some(b"\x00\x01garbage".as_slice())));
+    assert!(dead
+        .iter()
+        .any(|m| rdkafka::Message::payload(m) == Some(b"\x00\x01garbage".as_slice())));
 }

@@ -30,7 +30,9 @@ pub async fn spawn_app() -> TestApp {
         kafka: testing::kafka(),
     };
     let kafka = config.kafka.clone();
-    let app = Application::build(config).await.expect("inventory-service builds");
+    let app = Application::build(config)
+        .await
+        .expect("inventory-service builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let pool = app.pool();
     let shutdown = CancellationToken::new();
@@ -54,11 +56,18 @@ impl TestApp {
     }
 
     pub async fn product(&self, sku: &str) -> Value {
-        self.get(&format!("/products/{sku}")).await.json().await.expect("product JSON")
+        self.get(&format!("/products/{sku}"))
+            .await
+            .json()
+            .await
+            .expect("product JSON")
     }
 
     pub async fn count(&self, sql: &str) -> i64 {
-        sqlx::query_scalar(sql).fetch_one(&self.pool).await.expect(sql)
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.pool)
+            .await
+            .expect(sql)
     }
 
     pub async fn wait_for_inbox(&self, n: i64) {

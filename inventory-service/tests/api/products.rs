@@ -6,8 +6,16 @@ use crate::helpers::spawn_app;
 async fn the_seeded_catalogue_is_listed_with_prices_and_stock() {
     let app = spawn_app().await;
     let list: Value = app.get("/products").await.json().await.unwrap();
-    let skus: Vec<&str> = list["items"].as_array().unwrap().iter().map(|p| p["sku"].as_str().unwrap()).collect();
-    assert_eq!(skus, ["CABLE-USBC", "KEYBOARD-01", "MONITOR-27", "MOUSE-01"]);
+    let skus: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["sku"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        skus,
+        ["CABLE-USBC", "KEYBOARD-01", "MONITOR-27", "MOUSE-01"]
+    );
 
     let keyboard = app.product("keyboard-01").await;
     assert_eq!(keyboard["unit_price_cents"], 8999);
@@ -17,6 +25,9 @@ async fn the_seeded_catalogue_is_listed_with_prices_and_stock() {
 
     let missing = app.get("/products/NOPE").await;
     assert_eq!(missing.status(), 404);
-    assert_eq!(missing.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        missing.headers()["content-type"],
+        "application/problem+json"
+    );
     assert_eq!(app.get("/health").await.status(), 200);
 }

@@ -38,17 +38,29 @@ async fn spawn_app() -> TestApp {
         kafka: testing::kafka(),
     };
     let kafka = config.kafka.clone();
-    let app = Application::build(config).await.expect("invoice-service builds");
+    let app = Application::build(config)
+        .await
+        .expect("invoice-service builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let db = app.database();
     let shutdown = CancellationToken::new();
     tokio::spawn(app.run(shutdown.clone()));
-    TestApp { address, db, kafka, http: testing::http(), shutdown }
+    TestApp {
+        address,
+        db,
+        kafka,
+        http: testing::http(),
+        shutdown,
+    }
 }
 
 impl TestApp {
     async fn get(&self, path: &str) -> reqwest::Response {
-        self.http.get(format!("{}{path}", self.address)).send().await.expect("GET")
+        self.http
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("GET")
     }
 
     async fn invoices_for(&self, order_id: Uuid) -> u64 {
@@ -60,9 +72,11 @@ impl TestApp {
     }
 
     async fn wait_for_invoice(&self, order_id: Uuid) {
-        testing::eventually(WAIT, || async { (self.invoices_for(order_id).await > 0).then_some(()) })
-            .await
-            .unwrap_or_else(|| panic!("no invoice for {order_id}"));
+        testing::eventually(WAIT, || async {
+            (self.invoices_for(order_id).await > 0).then_some(())
+        })
+        .await
+        .unwrap_or_else(|| panic!("no invoice for {order_id}"));
     }
 }
 
@@ -72,8 +86,18 @@ fn confirmed(order_id: Uuid) -> OrderConfirmed {
         customer_id: "cust-42".into(),
         currency: "EUR".into(),
         lines: vec![
-            PricedLine { sku: "KEYBOARD-01".into(), quantity: 2, unit_price_cents: 8999, line_total_cents: 17998 },
-            PricedLine { sku: "MOUSE-01".into(), quantity: 1, unit_price_cents: 2999, line_total_cents: 2999 },
+            PricedLine {
+                sku: "KEYBOARD-01".into(),
+                quantity: 2,
+                unit_price_cents: 8999,
+                line_total_cents: 17998,
+            },
+            PricedLine {
+                sku: "MOUSE-01".into(),
+                quantity: 1,
+                unit_price_cents: 2999,
+                line_total_cents: 2999,
+            },
         ],
         total_cents: 20997,
         confirmed_at: Utc::now(),
@@ -91,11 +115,17 @@ async fn order_confirmed_delivered_twice_makes_one_invoice() {
     testing::publish_event(&app.kafka, Uuid::now_v7(), &confirmed(order_id)).await;
     // Same key, later: once its invoice exists, the messages before it were handled.
     let sentinel = confirmed(Uuid::now_v7());
-    testing::publish_event_with_key(&app.kafka, &order_id.to_string(), Uuid::now_v7(), &sentinel).await;
+    testing::publish_event_with_key(&app.kafka, &order_id.to_string(), Uuid::now_v7(), &sentinel)
+        .await;
     app.wait_for_invoice(sentinel.order_id).await;
 
     assert_eq!(app.invoices_for(order_id).await, 1);
-    let invoice: Value = app.get(&format!("/invoices/{order_id}")).await.json().await.unwrap();
+    let invoice: Value = app
+        .get(&format!("/invoices/{order_id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(invoice["total_cents"], 20997);
     assert_eq!(invoice["currency"], "EUR");
     assert_eq!(invoice["lines"][0]["line_total_cents"], 17998);
@@ -112,16 +142,50 @@ async fn other_order_events_are_ignored_and_bad_ones_dead_lettered() {
     let order_id = Uuid::now_v7();
     let key = order_id.to_string();
     let placed = serde_json::json!({"order_id": order_id, "customer_id": "c", "items": [], "placed_at": Utc::now()});
-    testing::produce(&app.kafka, &topic, &key, placed.to_string().as_bytes(), &[("id", &Uuid::now_v7().to_string()), ("type", "OrderPlaced")]).await;
-    testing::produce(&app.kafka, &topic, &key, b"{\"total_cents\":\"lots\"}", &[("id", &Uuid::now_v7().to_string()), ("type", "OrderConfirmed")]).await;
+    testing::produce(
+        &app.kafka,
+        &topic,
+        &key,
+        placed.to_string().as_bytes(),
+        &[("id", &Uuid::now_v7().to_string()), ("type", "OrderPlaced")],
+    )
+    .await;
+    testing::produce(
+        &app.kafka,
+        &topic,
+        &key,
+        b"{\"total_cents\":\"lots\"}",
+        &[
+            ("id", &Uuid::now_v7().to_string()),
+            ("type", "OrderConfirmed"),
+        ],
+    )
+    .await;
     testing::publish_event(&app.kafka, Uuid::now_v7(), &confirmed(order_id)).await;
     app.wait_for_invoice(order_id).await;
 
-    let dead = testing::read_topic(&app.kafka, &app.kafka.dead_letter_topic("invoice-service"), 1, WAIT).await;
-    assert_eq!(dead.len(), 1, "only the malformed OrderConfirmed is dead-lettered");
-    assert!(testing::header(&dead[0], "dlq-reason").unwrap().contains("does not parse"));
+    let dead = testing::read_topic(
+        &app.kafka,
+        &app.kafka.dead_letter_topic("invoice-service"),
+        1,
+        WAIT,
+    )
+    .await;
+    assert_eq!(
+        dead.len(),
+        1,
+        "only the malformed OrderConfirmed is dead-lettered"
+    );
+    assert!(testing::header(&dead[0], "dlq-reason")
+        .unwrap()
+        .contains("does not parse"));
 
-    assert_eq!(app.get(&format!("/invoices/{}", Uuid::now_v7())).await.status(), 404);
+    assert_eq!(
+        app.get(&format!("/invoices/{}", Uuid::now_v7()))
+            .await
+            .status(),
+        404
+    );
     assert_eq!(app.get("/invoices/not-a-uuid").await.status(), 404);
     assert_eq!(app.get("/invoices?limit=1000").await.status(), 400);
     assert_eq!(app.get("/health").await.status(), 200);

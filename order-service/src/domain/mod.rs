@@ -4,5 +4,7 @@
 mod new_order;
 mod order;
 
-pub use new_order::{CreateOrderItem, CreateOrderRequest, CustomerId, NewOrder, NewOrderItem, Quantity, Sku};
+pub use new_order::{
+    CreateOrderItem, CreateOrderRequest, CustomerId, NewOrder, NewOrderItem, Quantity, Sku,
+};
 pub use order::{price, IdempotencyKey, Order, OrderItem, OrderStatus};

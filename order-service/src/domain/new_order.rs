@@ -127,7 +127,10 @@ impl TryFrom<CreateOrderRequest> for NewOrder {
                 if items.iter().any(|existing| existing.sku == sku) {
                     errors.push(FieldError::new(
                         format!("items[{i}].sku"),
-                        format!("{} appears twice; use one line with the total quantity", sku.as_str()),
+                        format!(
+                            "{} appears twice; use one line with the total quantity",
+                            sku.as_str()
+                        ),
                     ));
                 } else {
                     items.push(NewOrderItem { sku, quantity });
@@ -168,7 +171,8 @@ mod tests {
 
     #[test]
     fn every_problem_is_reported_with_its_field() {
-        let errors = NewOrder::try_from(request("", &[("ok", 0), ("bad sku!", 1), ("OK", 1)])).unwrap_err();
+        let errors =
+            NewOrder::try_from(request("", &[("ok", 0), ("bad sku!", 1), ("OK", 1)])).unwrap_err();
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["customer_id", "items[0].quantity", "items[1].sku"]);
 
@@ -179,7 +183,10 @@ mod tests {
 
     #[test]
     fn empty_and_oversized_orders_are_rejected() {
-        assert_eq!(NewOrder::try_from(request("c", &[])).unwrap_err()[0].field, "items");
+        assert_eq!(
+            NewOrder::try_from(request("c", &[])).unwrap_err()[0].field,
+            "items"
+        );
         assert!(Quantity::parse(-1).is_err());
         assert!(Quantity::parse(i64::from(Quantity::MAX) + 1).is_err());
         assert!(CustomerId::parse(&"x".repeat(65)).is_err());

@@ -69,7 +69,10 @@ impl IdempotencyKey {
 ///
 /// The order's own quantities are authoritative; a line without a reserved price, or a total
 /// that overflows, means the event does not fit this order, which is a permanent error.
-pub fn price(items: &[OrderItem], reserved: &StockReserved) -> Result<(Vec<PricedLine>, i64), String> {
+pub fn price(
+    items: &[OrderItem],
+    reserved: &StockReserved,
+) -> Result<(Vec<PricedLine>, i64), String> {
     let mut lines = Vec::with_capacity(items.len());
     let mut total: i64 = 0;
     for item in items {
@@ -127,7 +130,11 @@ mod tests {
 
     #[test]
     fn totals_are_quantity_times_reserved_price() {
-        let (lines, total) = price(&[item("A", 2), item("B", 1)], &reserved(&[("B", 2999), ("A", 8999)])).unwrap();
+        let (lines, total) = price(
+            &[item("A", 2), item("B", 1)],
+            &reserved(&[("B", 2999), ("A", 8999)]),
+        )
+        .unwrap();
         assert_eq!(lines[0].line_total_cents, 17998);
         assert_eq!(lines[1].line_total_cents, 2999);
         assert_eq!(total, 20997);
@@ -135,7 +142,9 @@ mod tests {
 
     #[test]
     fn a_missing_price_or_an_overflow_is_an_error() {
-        assert!(price(&[item("A", 1)], &reserved(&[("B", 1)])).unwrap_err().contains("no price for A"));
+        assert!(price(&[item("A", 1)], &reserved(&[("B", 1)]))
+            .unwrap_err()
+            .contains("no price for A"));
         assert!(price(&[item("A", 2)], &reserved(&[("A", i64::MAX)])).is_err());
     }
 

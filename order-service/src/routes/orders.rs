@@ -73,12 +73,16 @@ pub async fn create_order(
 
     // The insert conflicted, which only an idempotency key can do: replay the first order.
     let Some(key) = key else {
-        return Err(ApiError::BadRequest("order id collision; please retry".into()));
+        return Err(ApiError::BadRequest(
+            "order id collision; please retry".into(),
+        ));
     };
     match db::find_by_idempotency_key(&state.pool, &key).await? {
         Some(first) if first.was_created_from(&order) => Ok(created_response(first, true)),
         Some(_) => Err(ApiError::IdempotencyKeyReused),
-        None => Err(ApiError::BadRequest("the first request with this Idempotency-Key did not complete; please retry".into())),
+        None => Err(ApiError::BadRequest(
+            "the first request with this Idempotency-Key did not complete; please retry".into(),
+        )),
     }
 }
 
@@ -103,7 +107,9 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiErr
     let raw = raw
         .to_str()
         .map_err(|_| ApiError::BadRequest("Idempotency-Key must be visible ASCII".into()))?;
-    IdempotencyKey::parse(raw).map(Some).map_err(ApiError::BadRequest)
+    IdempotencyKey::parse(raw)
+        .map(Some)
+        .map_err(ApiError::BadRequest)
 }
 
 /// W3C trace context: `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`.
@@ -117,7 +123,10 @@ fn is_traceparent(value: &str) -> bool {
 }
 
 /// `GET /orders/{id}`.
-pub async fn get_order(State(state): State<AppState>, Path(id): Path<Uuid>) -> Result<Json<Order>, ApiError> {
+pub async fn get_order(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Order>, ApiError> {
     db::find(&state.pool, id)
         .await?
         .map(Json)
@@ -147,11 +156,15 @@ pub async fn list_orders(
 ) -> Result<Json<OrderPage>, ApiError> {
     let limit = params.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
-        return Err(ApiError::BadRequest("limit must be between 1 and 100".into()));
+        return Err(ApiError::BadRequest(
+            "limit must be between 1 and 100".into(),
+        ));
     }
     if let Some(cursor) = params.cursor {
         if !db::exists(&state.pool, cursor).await? {
-            return Err(ApiError::BadRequest(format!("cursor {cursor} names no order")));
+            return Err(ApiError::BadRequest(format!(
+                "cursor {cursor} names no order"
+            )));
         }
     }
     let items = db::list(&state.pool, limit, params.cursor).await?;
@@ -169,7 +182,9 @@ mod tests {
 
     #[test]
     fn traceparent_shape_is_checked() {
-        assert!(is_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+        assert!(is_traceparent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        ));
         assert!(!is_traceparent("00-xyz-00f067aa0ba902b7-01"));
         assert!(!is_traceparent("garbage"));
     }

@@ -18,8 +18,16 @@ fn reserved(order_id: Uuid) -> StockReserved {
         order_id,
         currency: "EUR".into(),
         lines: vec![
-            ReservedLine { sku: "KEYBOARD-01".into(), quantity: 2, unit_price_cents: 8999 },
-            ReservedLine { sku: "MOUSE-01".into(), quantity: 1, unit_price_cents: 2999 },
+            ReservedLine {
+                sku: "KEYBOARD-01".into(),
+                quantity: 2,
+                unit_price_cents: 8999,
+            },
+            ReservedLine {
+                sku: "MOUSE-01".into(),
+                quantity: 1,
+                unit_price_cents: 2999,
+            },
         ],
     }
 }
@@ -40,9 +48,11 @@ async fn inbox_count(app: &TestApp) -> i64 {
 }
 
 async fn wait_for_inbox(app: &TestApp, n: i64) {
-    testing::eventually(WAIT, || async { (inbox_count(app).await >= n).then_some(()) })
-        .await
-        .unwrap_or_else(|| panic!("{n} events were not processed in time"));
+    testing::eventually(WAIT, || async {
+        (inbox_count(app).await >= n).then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("{n} events were not processed in time"));
 }
 
 #[tokio::test]
@@ -59,25 +69,36 @@ async fn stock_reserved_delivered_twice_confirms_the_order_once() {
     testing::publish_event(&app.kafka, Uuid::now_v7(), &rejected(order_id)).await;
     wait_for_inbox(&app, 2).await;
 
-    let order: Value = app.get_order(&order_id.to_string()).await.json().await.unwrap();
+    let order: Value = app
+        .get_order(&order_id.to_string())
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(order["status"], "CONFIRMED", "{order}");
     assert_eq!(order["total_cents"], 2 * 8999 + 2999);
     assert_eq!(order["currency"], "EUR");
     assert_eq!(order["items"][0]["unit_price_cents"], 8999);
     assert_eq!(order["items"][0]["line_total_cents"], 2 * 8999);
     assert_eq!(
-        app.count("select count(*) from outbox where type = 'OrderConfirmed'").await,
+        app.count("select count(*) from outbox where type = 'OrderConfirmed'")
+            .await,
         1,
         "one OrderConfirmed despite the duplicate"
     );
-    let payload: Value = sqlx::query_scalar("select payload from outbox where type = 'OrderConfirmed'")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let payload: Value =
+        sqlx::query_scalar("select payload from outbox where type = 'OrderConfirmed'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     assert_eq!(payload["total_cents"], 2 * 8999 + 2999);
     assert_eq!(payload["lines"][1]["line_total_cents"], 2999);
     // The late rejection was recorded but did not overturn the decision.
-    assert_eq!(app.count("select count(*) from outbox where type = 'OrderRejected'").await, 0);
+    assert_eq!(
+        app.count("select count(*) from outbox where type = 'OrderRejected'")
+            .await,
+        0
+    );
 }
 
 #[tokio::test]
@@ -89,11 +110,20 @@ async fn stock_rejected_rejects_the_order_with_its_reason() {
     testing::publish_event(&app.kafka, Uuid::now_v7(), &rejected(order_id)).await;
     wait_for_inbox(&app, 1).await;
 
-    let order: Value = app.get_order(&order_id.to_string()).await.json().await.unwrap();
+    let order: Value = app
+        .get_order(&order_id.to_string())
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(order["status"], "REJECTED");
     assert_eq!(order["rejection_reason"]["code"], "INSUFFICIENT_STOCK");
     assert_eq!(order["rejection_reason"]["sku"], "MOUSE-01");
-    assert_eq!(app.count("select count(*) from outbox where type = 'OrderRejected'").await, 1);
+    assert_eq!(
+        app.count("select count(*) from outbox where type = 'OrderRejected'")
+            .await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -107,16 +137,46 @@ async fn a_malformed_message_is_dead_lettered_and_the_next_one_still_processed()
 
     // No event headers at all; then a payload that does not fit its type; then a good event.
     testing::produce(&app.kafka, &topic, &key, b"not json", &[]).await;
-    testing::produce(&app.kafka, &topic, &key, b"{\"nope\":1}", &[("id", &bad_id), ("type", "StockReserved")]).await;
+    testing::produce(
+        &app.kafka,
+        &topic,
+        &key,
+        b"{\"nope\":1}",
+        &[("id", &bad_id), ("type", "StockReserved")],
+    )
+    .await;
     testing::publish_event(&app.kafka, Uuid::now_v7(), &reserved(order_id)).await;
     wait_for_inbox(&app, 1).await;
 
-    let order: Value = app.get_order(&order_id.to_string()).await.json().await.unwrap();
+    let order: Value = app
+        .get_order(&order_id.to_string())
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(order["status"], "CONFIRMED");
-    let dead = testing::read_topic(&app.kafka, &app.kafka.dead_letter_topic("order-service"), 2, WAIT).await;
+    let dead = testing::read_topic(
+        &app.kafka,
+        &app.kafka.dead_letter_topic("order-service"),
+        2,
+        WAIT,
+    )
+    .await;
     assert_eq!(dead.len(), 2, "both bad messages dead-lettered");
-    let reasons: Vec<String> = dead.iter().filter_map(|m| testing::header(m, "dlq-reason")).collect();
-    assert!(reasons.iter().any(|r| r.contains("missing header \"id\"")), "{reasons:?}");
-    assert!(reasons.iter().any(|r| r.contains("does not parse")), "{reasons:?}");
-    assert_eq!(testing::header(&dead[0], "dlq-original-topic").as_deref(), Some(topic.as_str()));
+    let reasons: Vec<String> = dead
+        .iter()
+        .filter_map(|m| testing::header(m, "dlq-reason"))
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("missing header \"id\"")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("does not parse")),
+        "{reasons:?}"
+    );
+    assert_eq!(
+        testing::header(&dead[0], "dlq-original-topic").as_deref(),
+        Some(topic.as_str())
+    );
 }

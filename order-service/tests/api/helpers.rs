@@ -27,7 +27,9 @@ pub async fn spawn_app() -> TestApp {
         kafka: testing::kafka(),
     };
     let kafka = config.kafka.clone();
-    let app = Application::build(config).await.expect("order-service builds");
+    let app = Application::build(config)
+        .await
+        .expect("order-service builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let pool = app.pool();
     let shutdown = CancellationToken::new();
@@ -42,8 +44,15 @@ pub async fn spawn_app() -> TestApp {
 }
 
 impl TestApp {
-    pub async fn post_order(&self, body: &Value, idempotency_key: Option<&str>) -> reqwest::Response {
-        let mut request = self.http.post(format!("{}/orders", self.address)).json(body);
+    pub async fn post_order(
+        &self,
+        body: &Value,
+        idempotency_key: Option<&str>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .http
+            .post(format!("{}/orders", self.address))
+            .json(body);
         if let Some(key) = idempotency_key {
             request = request.header("Idempotency-Key", key);
         }
@@ -59,7 +68,10 @@ impl TestApp {
     }
 
     pub async fn count(&self, sql: &str) -> i64 {
-        sqlx::query_scalar(sql).fetch_one(&self.pool).await.expect(sql)
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.pool)
+            .await
+            .expect(sql)
     }
 
     /// Places a valid order and returns its JSON.

@@ -14,7 +14,10 @@ async fn a_placed_order_and_its_outbox_row_commit_together() {
     let location = response.headers()["location"].to_str().unwrap().to_owned();
     let order: Value = response.json().await.unwrap();
     assert_eq!(order["status"], "PENDING");
-    assert_eq!(location, format!("/orders/{}", order["id"].as_str().unwrap()));
+    assert_eq!(
+        location,
+        format!("/orders/{}", order["id"].as_str().unwrap())
+    );
 
     let (aggregatetype, aggregateid, event_type, payload): (String, String, String, Value) =
         sqlx::query_as("select aggregatetype, aggregateid, type, payload from outbox")
@@ -25,7 +28,10 @@ async fn a_placed_order_and_its_outbox_row_commit_together() {
     assert_eq!(aggregateid, order["id"].as_str().unwrap());
     assert_eq!(event_type, "OrderPlaced");
     assert_eq!(payload["order_id"], order["id"]);
-    assert_eq!(payload["items"][0], json!({"sku": "KEYBOARD-01", "quantity": 2}));
+    assert_eq!(
+        payload["items"][0],
+        json!({"sku": "KEYBOARD-01", "quantity": 2})
+    );
     assert_eq!(app.count("select count(*) from orders").await, 1);
 }
 
@@ -46,10 +52,17 @@ async fn a_failing_outbox_insert_rolls_the_order_back() {
     let response = app.post_order(&valid_order(), None).await;
 
     assert_eq!(response.status(), 500);
-    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
     let body: Value = response.json().await.unwrap();
     assert!(body.get("detail").is_none(), "no internals leak: {body}");
-    assert_eq!(app.count("select count(*) from orders").await, 0, "order rolled back");
+    assert_eq!(
+        app.count("select count(*) from orders").await,
+        0,
+        "order rolled back"
+    );
     assert_eq!(app.count("select count(*) from order_items").await, 0);
     assert_eq!(app.count("select count(*) from outbox").await, 0);
 }
@@ -59,14 +72,25 @@ async fn invalid_orders_get_a_problem_and_write_nothing() {
     let app = spawn_app().await;
     let cases = [
         (json!({"customer_id": "", "items": []}), 422, "customer_id"),
-        (json!({"customer_id": "c", "items": [{"sku": "A", "quantity": 0}]}), 422, "items[0].quantity"),
-        (json!({"customer_id": "c", "items": [{"sku": "A", "quantity": "x"}]}), 422, ""),
+        (
+            json!({"customer_id": "c", "items": [{"sku": "A", "quantity": 0}]}),
+            422,
+            "items[0].quantity",
+        ),
+        (
+            json!({"customer_id": "c", "items": [{"sku": "A", "quantity": "x"}]}),
+            422,
+            "",
+        ),
         (json!({"customer_id": "c"}), 422, ""),
     ];
     for (body, status, field) in cases {
         let response = app.post_order(&body, None).await;
         assert_eq!(response.status(), status, "{body}");
-        assert_eq!(response.headers()["content-type"], "application/problem+json");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
         let problem: Value = response.json().await.unwrap();
         assert_eq!(problem["status"], status);
         if !field.is_empty() {
@@ -91,7 +115,12 @@ async fn invalid_orders_get_a_problem_and_write_nothing() {
 #[tokio::test]
 async fn a_retried_post_with_the_same_idempotency_key_returns_the_first_order() {
     let app = spawn_app().await;
-    let first: Value = app.post_order(&valid_order(), Some("key-1")).await.json().await.unwrap();
+    let first: Value = app
+        .post_order(&valid_order(), Some("key-1"))
+        .await
+        .json()
+        .await
+        .unwrap();
 
     let retry = app.post_order(&valid_order(), Some("key-1")).await;
     assert_eq!(retry.status(), 201);
@@ -144,7 +173,12 @@ async fn orders_are_read_back_one_by_one_and_newest_first() {
         .json()
         .await
         .unwrap();
-    let first_page: Vec<&str> = page["items"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap()).collect();
+    let first_page: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap())
+        .collect();
     assert_eq!(first_page, [ids[2].as_str(), ids[1].as_str()]);
     let cursor = page["next_cursor"].as_str().unwrap();
     let next: Value = app
@@ -159,20 +193,40 @@ async fn orders_are_read_back_one_by_one_and_newest_first() {
     assert_eq!(next["items"][0]["id"], ids[0]);
     assert!(next.get("next_cursor").is_none());
 
-    assert_eq!(app.get_order(&uuid::Uuid::now_v7().to_string()).await.status(), 404);
+    assert_eq!(
+        app.get_order(&uuid::Uuid::now_v7().to_string())
+            .await
+            .status(),
+        404
+    );
     assert_eq!(app.get_order("not-a-uuid").await.status(), 404);
-    let bad_limit = app.http.get(format!("{}/orders?limit=0", app.address)).send().await.unwrap();
+    let bad_limit = app
+        .http
+        .get(format!("{}/orders?limit=0", app.address))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad_limit.status(), 400);
 }
 
 #[tokio::test]
 async fn health_reports_database_and_broker() {
     let app = spawn_app().await;
-    let response = app.http.get(format!("{}/health", app.address)).send().await.unwrap();
+    let response = app
+        .http
+        .get(format!("{}/health", app.address))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["status"], "ok");
     assert_eq!(body["checks"].as_array().unwrap().len(), 2);
-    let metrics = app.http.get(format!("{}/metrics", app.address)).send().await.unwrap();
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(metrics.status(), 200);
 }

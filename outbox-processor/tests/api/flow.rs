@@ -1,0 +1,206 @@
+//! The whole flow: order → outbox → relay → Kafka → inventory (inbox, reserve, outbox) →
+//! relay → order confirmed (inbox, outbox) → relay → invoice in MongoDB.
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde_json::{json, Value};
+use shared::{config::KafkaConfig, testing};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use outbox_processor::config::{RelaySettings, SourceDatabase};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+struct System {
+    orders: String,
+    inventory: String,
+    invoices: String,
+    http: reqwest::Client,
+    shutdown: CancellationToken,
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Every service and the relay, on free ports, with fresh databases and their own topics.
+async fn spawn_system() -> System {
+    let kafka: KafkaConfig = testing::kafka();
+    let shutdown = CancellationToken::new();
+    let orders_db = testing::fresh_database().await;
+    let inventory_db = testing::fresh_database().await;
+
+    let orders = order_service::startup::Application::build(order_service::config::Config {
+        port: 0,
+        database_url: orders_db.clone(),
+        database_max_connections: 5,
+        kafka: kafka.clone(),
+    })
+    .await
+    .expect("order-service");
+    let inventory =
+        inventory_service::startup::Application::build(inventory_service::config::Config {
+            port: 0,
+            database_url: inventory_db.clone(),
+            database_max_connections: 5,
+            kafka: kafka.clone(),
+        })
+        .await
+        .expect("inventory-service");
+    let invoices = invoice_service::startup::Application::build(invoice_service::config::Config {
+        port: 0,
+        mongodb_uri: SecretString::from(testing::mongo_uri()),
+        mongodb_database: format!("invoices_test_{}", Uuid::new_v4().simple()),
+        kafka: kafka.clone(),
+    })
+    .await
+    .expect("invoice-service");
+    let relay = outbox_processor::startup::Application::build(outbox_processor::config::Config {
+        port: 0,
+        databases: vec![
+            SourceDatabase {
+                name: "orders".into(),
+                url: orders_db,
+            },
+            SourceDatabase {
+                name: "inventory".into(),
+                url: inventory_db,
+            },
+        ],
+        kafka,
+        relay: RelaySettings::default(),
+    })
+    .await
+    .expect("outbox-processor");
+
+    let system = System {
+        orders: format!("http://127.0.0.1:{}", orders.port()),
+        inventory: format!("http://127.0.0.1:{}", inventory.port()),
+        invoices: format!("http://127.0.0.1:{}", invoices.port()),
+        http: testing::http(),
+        shutdown: shutdown.clone(),
+    };
+    let relay_health = format!("http://127.0.0.1:{}/health", relay.port());
+    tokio::spawn(orders.run(shutdown.clone()));
+    tokio::spawn(inventory.run(shutdown.clone()));
+    tokio::spawn(invoices.run(shutdown.clone()));
+    tokio::spawn(relay.run(shutdown));
+    let healthy = system
+        .http
+        .get(relay_health)
+        .send()
+        .await
+        .expect("relay /health");
+    assert_eq!(healthy.status(), 200);
+    system
+}
+
+impl System {
+    async fn get(&self, url: String) -> (u16, Value) {
+        let response = self.http.get(url).send().await.expect("GET");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn place(&self, items: Value) -> String {
+        let response = self
+            .http
+            .post(format!("{}/orders", self.orders))
+            .json(&json!({"customer_id": "cust-42", "items": items}))
+            .send()
+            .await
+            .expect("POST /orders");
+        assert_eq!(response.status(), 201);
+        let order: Value = response.json().await.unwrap();
+        order["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn wait_for_status(&self, id: &str, status: &str) -> Value {
+        testing::eventually(WAIT, || async {
+            let (_, order) = self.get(format!("{}/orders/{id}", self.orders)).await;
+            (order["status"] == status).then_some(order)
+        })
+        .await
+        .unwrap_or_else(|| panic!("order {id} did not reach {status}"))
+    }
+
+    async fn product(&self, sku: &str) -> Value {
+        self.get(format!("{}/products/{sku}", self.inventory))
+            .await
+            .1
+    }
+}
+
+#[tokio::test]
+async fn an_order_travels_through_every_service() {
+    let system = spawn_system().await;
+
+    let id = system
+        .place(json!([{"sku": "KEYBOARD-01", "quantity": 2}, {"sku": "MOUSE-01", "quantity": 1}]))
+        .await;
+    let order = system.wait_for_status(&id, "CONFIRMED").await;
+    assert_eq!(order["total_cents"], 2 * 8999 + 2999);
+    assert_eq!(order["currency"], "EUR");
+
+    let keyboard = system.product("KEYBOARD-01").await;
+    assert_eq!(
+        (keyboard["on_hand"].as_i64(), keyboard["reserved"].as_i64()),
+        (Some(98), Some(2))
+    );
+
+    let invoice = testing::eventually(WAIT, || async {
+        let (status, invoice) = system
+            .get(format!("{}/invoices/{id}", system.invoices))
+            .await;
+        (status == 200).then_some(invoice)
+    })
+    .await
+    .expect("an invoice for the confirmed order");
+    assert_eq!(invoice["total_cents"], order["total_cents"]);
+    assert_eq!(invoice["lines"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn an_order_for_more_than_the_stock_is_rejected_and_never_invoiced() {
+    let system = spawn_system().await;
+
+    let id = system
+        .place(json!([{"sku": "MONITOR-27", "quantity": 11}, {"sku": "MOUSE-01", "quantity": 1}]))
+        .await;
+    let order = system.wait_for_status(&id, "REJECTED").await;
+    assert_eq!(order["rejection_reason"]["code"], "INSUFFICIENT_STOCK");
+    assert_eq!(order["rejection_reason"]["sku"], "MONITOR-27");
+
+    // A confirmed order placed afterwards is invoiced; by then the rejected one would have
+    // been too, had it been (same topic, same consumer).
+    let later = system
+        .place(json!([{"sku": "CABLE-USBC", "quantity": 1}]))
+        .await;
+    system.wait_for_status(&later, "CONFIRMED").await;
+    testing::eventually(WAIT, || async {
+        (system
+            .get(format!("{}/invoices/{later}", system.invoices))
+            .await
+            .0
+            == 200)
+            .then_some(())
+    })
+    .await
+    .expect("invoice of the later order");
+    assert_eq!(
+        system
+            .get(format!("{}/invoices/{id}", system.invoices))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        system.product("MOUSE-01").await["on_hand"],
+        200,
+        "nothing reserved for a rejected order"
+    );
+}
