@@ -1,26 +1,10 @@
-//! inventory-service settings, from the environment.
+//! inventory-service settings, from the environment (`PORT`, `DATABASE_URL`, `KAFKA_BROKERS`, …).
 
-use secrecy::SecretString;
-use shared::config::{self, ConfigError, KafkaConfig};
+use shared::config::{ConfigError, PostgresServiceConfig};
 
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub port: u16,
-    pub database_url: SecretString,
-    pub database_max_connections: u32,
-    pub kafka: KafkaConfig,
-}
+pub type Config = PostgresServiceConfig;
 
-impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Ok(Self {
-            port: config::var("PORT", 8000)?,
-            database_url: config::secret(
-                "DATABASE_URL",
-                "postgres://postgres@127.0.0.1:5432/inventory",
-            ),
-            database_max_connections: config::var("DATABASE_MAX_CONNECTIONS", 10)?,
-            kafka: KafkaConfig::from_env()?,
-        })
-    }
+/// Port 8000 and database `inventory` unless the environment says otherwise.
+pub fn from_env() -> Result<Config, ConfigError> {
+    Config::from_env(8000, "inventory")
 }

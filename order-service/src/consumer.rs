@@ -12,11 +12,12 @@ use shared::{
     kafka::{EventHandler, HandleError},
     outbox,
 };
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
 
 use crate::{
     db,
-    domain::{price, OrderStatus},
+    domain::{price, Order, OrderStatus},
 };
 
 /// Consumer group, and this consumer's name in the inbox.
@@ -39,28 +40,38 @@ impl EventHandler for ReservationHandler {
 }
 
 impl ReservationHandler {
+    /// Opens the transaction, records the event in the inbox and locks the order. `None`
+    /// means there is nothing to do: a duplicate delivery, or an order already decided (the
+    /// inbox row is then committed, so the event is not looked at again).
+    async fn begin(
+        &self,
+        envelope: &Envelope,
+        order_id: Uuid,
+    ) -> Result<Option<(Transaction<'static, Postgres>, Order)>, HandleError> {
+        let mut tx = self.pool.begin().await?;
+        if !inbox::record(&mut tx, CONSUMER, envelope.id, &envelope.event_type).await? {
+            tracing::info!("duplicate delivery; already applied");
+            return Ok(None);
+        }
+        let order = db::find_for_update(&mut tx, order_id)
+            .await?
+            .ok_or_else(|| HandleError::Permanent(format!("order {order_id} does not exist")))?;
+        if order.status != OrderStatus::Pending {
+            tracing::warn!(order_id = %order.id, status = ?order.status, "order already decided");
+            tx.commit().await?;
+            return Ok(None);
+        }
+        Ok(Some((tx, order)))
+    }
+
     async fn on_reserved(
         &self,
         envelope: &Envelope,
         event: StockReserved,
     ) -> Result<(), HandleError> {
-        let mut tx = self.pool.begin().await?;
-        if !inbox::record(&mut tx, CONSUMER, envelope.id, &envelope.event_type).await? {
-            tracing::info!("duplicate delivery; already applied");
+        let Some((mut tx, order)) = self.begin(envelope, event.order_id).await? else {
             return Ok(());
-        }
-        let order = db::find_for_update(&mut tx, event.order_id)
-            .await?
-            .ok_or_else(|| {
-                HandleError::Permanent(format!("order {} does not exist", event.order_id))
-            })?;
-        if order.status != OrderStatus::Pending {
-            // A decision was already taken (by an earlier, different event): keep it, but
-            // remember this event so it is not looked at again.
-            tracing::warn!(order_id = %order.id, status = ?order.status, "order already decided");
-            tx.commit().await?;
-            return Ok(());
-        }
+        };
         let (lines, total_cents) = price(&order.items, &event).map_err(HandleError::Permanent)?;
         db::confirm(&mut tx, order.id, &event.currency, &lines, total_cents).await?;
         let confirmed = OrderConfirmed {
@@ -82,21 +93,9 @@ impl ReservationHandler {
         envelope: &Envelope,
         event: StockRejected,
     ) -> Result<(), HandleError> {
-        let mut tx = self.pool.begin().await?;
-        if !inbox::record(&mut tx, CONSUMER, envelope.id, &envelope.event_type).await? {
-            tracing::info!("duplicate delivery; already applied");
+        let Some((mut tx, order)) = self.begin(envelope, event.order_id).await? else {
             return Ok(());
-        }
-        let order = db::find_for_update(&mut tx, event.order_id)
-            .await?
-            .ok_or_else(|| {
-                HandleError::Permanent(format!("order {} does not exist", event.order_id))
-            })?;
-        if order.status != OrderStatus::Pending {
-            tracing::warn!(order_id = %order.id, status = ?order.status, "order already decided");
-            tx.commit().await?;
-            return Ok(());
-        }
+        };
         db::reject(&mut tx, order.id, &event.reason).await?;
         let rejected = OrderRejected {
             order_id: order.id,

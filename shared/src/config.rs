@@ -84,6 +84,32 @@ impl KafkaConfig {
     }
 }
 
+/// Settings of a service that owns a PostgreSQL database and talks to Kafka (order-service,
+/// inventory-service).
+#[derive(Debug, Clone)]
+pub struct PostgresServiceConfig {
+    pub port: u16,
+    pub database_url: SecretString,
+    pub database_max_connections: u32,
+    pub kafka: KafkaConfig,
+}
+
+impl PostgresServiceConfig {
+    /// `PORT`, `DATABASE_URL`, `DATABASE_MAX_CONNECTIONS` and the Kafka settings, with the
+    /// local stack's values as defaults.
+    pub fn from_env(default_port: u16, default_database: &str) -> Result<Self, ConfigError> {
+        Ok(Self {
+            port: var("PORT", default_port)?,
+            database_url: secret(
+                "DATABASE_URL",
+                &format!("postgres://postgres@127.0.0.1:5432/{default_database}"),
+            ),
+            database_max_connections: var("DATABASE_MAX_CONNECTIONS", 10)?,
+            kafka: KafkaConfig::from_env()?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

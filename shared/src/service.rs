@@ -1,10 +1,16 @@
 //! A service process: its HTTP API and its event consumer, side by side until shutdown.
 
 use axum::Router;
+use rdkafka::producer::FutureProducer;
+use sqlx::{migrate::Migrator, PgPool};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::kafka::{run_consumer, ConsumerSettings, EventHandler};
+use crate::{
+    config::PostgresServiceConfig,
+    kafka::{self, run_consumer, ConsumerSettings, EventHandler},
+    StartupError,
+};
 
 /// Serves `router` and runs the consumer until `shutdown` fires; if the server fails, the
 /// consumer is stopped too, so the process never runs half-alive.
@@ -14,7 +20,7 @@ pub async fn run<H: EventHandler>(
     consumer: ConsumerSettings,
     handler: H,
     shutdown: CancellationToken,
-) -> Result<(), crate::StartupError> {
+) -> Result<(), StartupError> {
     let worker = tokio::spawn(run_consumer(consumer, handler, shutdown.clone()));
     let served = crate::http::serve(listener, router, shutdown.clone()).await;
     shutdown.cancel();
@@ -22,4 +28,69 @@ pub async fn run<H: EventHandler>(
         tracing::error!(%error, "consumer task panicked");
     }
     served.map_err(Into::into)
+}
+
+/// What request handlers of a PostgreSQL-backed service share.
+#[derive(Clone)]
+pub struct PgState {
+    pub pool: PgPool,
+    /// Used only by `/health` to check the broker: services never publish on the request
+    /// path, the relay does.
+    pub producer: FutureProducer,
+}
+
+/// A PostgreSQL-backed service, built and ready to run: migrated database, bound listener
+/// (port 0 in tests, so they can learn the port before the service runs), consumer settings.
+pub struct PgService {
+    pub listener: TcpListener,
+    pub state: PgState,
+    pub consumer: ConsumerSettings,
+}
+
+impl PgService {
+    /// Connects and migrates (shared outbox/inbox tables, then `migrator`), creates the health
+    /// check's producer, binds the port, and subscribes consumer `name` to the topics of
+    /// `aggregate_types`.
+    pub async fn build(
+        config: PostgresServiceConfig,
+        migrator: &Migrator,
+        name: &str,
+        aggregate_types: &[&str],
+    ) -> Result<Self, StartupError> {
+        let pool =
+            crate::db::connect(&config.database_url, config.database_max_connections).await?;
+        crate::db::migrate(&pool, migrator).await?;
+        let producer = kafka::producer(&config.kafka)?;
+        let listener = crate::http::bind(config.port).await?;
+        let consumer = ConsumerSettings {
+            topics: aggregate_types
+                .iter()
+                .map(|t| config.kafka.topic_for(t))
+                .collect(),
+            name: name.to_owned(),
+            kafka: config.kafka,
+        };
+        Ok(Self {
+            listener,
+            state: PgState { pool, producer },
+            consumer,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_default()
+    }
+
+    pub async fn run<H: EventHandler>(
+        self,
+        router: Router,
+        handler: H,
+        shutdown: CancellationToken,
+    ) -> Result<(), StartupError> {
+        tracing::info!(port = self.port(), consumer = %self.consumer.name, "service listening");
+        run(self.listener, router, self.consumer, handler, shutdown).await
+    }
 }
