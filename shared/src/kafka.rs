@@ -23,6 +23,7 @@ use rdkafka::{
     ClientConfig, Message,
 };
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::{
     config::KafkaConfig,
@@ -247,26 +248,30 @@ async fn process<H: EventHandler>(
         partition = message.partition(),
         offset = message.offset(),
     );
-    let _enter = span.enter();
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
-    loop {
-        match handler.handle(&envelope).await {
-            Ok(()) => {
-                metrics::counter!("events_consumed_total", "type" => envelope.event_type.clone())
-                    .increment(1);
-                return Some(Ok(()));
-            }
-            Err(HandleError::Permanent(reason)) => return Some(Err(reason)),
-            Err(HandleError::Transient(error)) => {
-                let delay = backoff.next_delay();
-                tracing::warn!(%error, ?delay, "event handling failed; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return None,
-                    _ = tokio::time::sleep(delay) => {}
+    async move {
+        loop {
+            match handler.handle(&envelope).await {
+                Ok(()) => {
+                    metrics::counter!("events_consumed_total", "type" => envelope.event_type.clone())
+                        .increment(1);
+                    return Some(Ok(()));
+                }
+                Err(HandleError::Permanent(reason)) => return Some(Err(reason)),
+                Err(HandleError::Transient(error)) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(%error, ?delay, "event handling failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
                 }
             }
         }
     }
+    // The span follows the future across awaits (an `enter` guard would not).
+    .instrument(span)
+    .await
 }
 
 /// Copies the message, with the reason and its origin in headers, to the dead-letter topic.

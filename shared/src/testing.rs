@@ -57,6 +57,43 @@ pub async fn fresh_outbox_database() -> sqlx::PgPool {
     pool
 }
 
+/// Settings for a PostgreSQL-backed service under test: port 0, a fresh database, own topics.
+pub async fn postgres_service_config() -> crate::config::PostgresServiceConfig {
+    crate::config::PostgresServiceConfig {
+        port: 0,
+        database_url: fresh_database().await,
+        database_max_connections: 5,
+        kafka: kafka(),
+    }
+}
+
+/// A service a test started in the background; it is shut down when this is dropped.
+pub struct Spawned {
+    pub address: String,
+    shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl Spawned {
+    /// Runs `run(shutdown)` on the test's runtime; `port` is the one the service bound.
+    pub fn spawn<F>(port: u16, run: impl FnOnce(tokio_util::sync::CancellationToken) -> F) -> Self
+    where
+        F: Future<Output = Result<(), crate::StartupError>> + Send + 'static,
+    {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(run(shutdown.clone()));
+        Self {
+            address: format!("http://127.0.0.1:{port}"),
+            shutdown,
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
 /// Kafka settings with a unique topic prefix, so this test's topics are its own.
 pub fn kafka() -> KafkaConfig {
     KafkaConfig {

@@ -1,10 +1,12 @@
 use std::time::Duration;
 
-use inventory_service::{config::Config, startup::Application};
+use inventory_service::startup::Application;
 use serde_json::Value;
-use shared::{config::KafkaConfig, testing};
+use shared::{
+    config::KafkaConfig,
+    testing::{self, Spawned},
+};
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 
 pub const WAIT: Duration = Duration::from_secs(20);
 
@@ -13,36 +15,24 @@ pub struct TestApp {
     pub pool: PgPool,
     pub kafka: KafkaConfig,
     pub http: reqwest::Client,
-    shutdown: CancellationToken,
+    _service: Spawned,
 }
 
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
+/// Starts inventory-service on a free port with a fresh database and its own topics.
 pub async fn spawn_app() -> TestApp {
-    let config = Config {
-        port: 0,
-        database_url: testing::fresh_database().await,
-        database_max_connections: 5,
-        kafka: testing::kafka(),
-    };
+    let config = testing::postgres_service_config().await;
     let kafka = config.kafka.clone();
     let app = Application::build(config)
         .await
         .expect("inventory-service builds");
-    let address = format!("http://127.0.0.1:{}", app.port());
     let pool = app.pool();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(app.run(shutdown.clone()));
+    let service = Spawned::spawn(app.port(), |shutdown| app.run(shutdown));
     TestApp {
-        address,
+        address: service.address.clone(),
         pool,
         kafka,
         http: testing::http(),
-        shutdown,
+        _service: service,
     }
 }
 

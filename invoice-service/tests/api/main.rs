@@ -9,9 +9,8 @@ use serde_json::Value;
 use shared::{
     config::KafkaConfig,
     events::{OrderConfirmed, PricedLine},
-    testing,
+    testing::{self, Spawned},
 };
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -21,13 +20,7 @@ struct TestApp {
     db: Database,
     kafka: KafkaConfig,
     http: reqwest::Client,
-    shutdown: CancellationToken,
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
+    _service: Spawned,
 }
 
 async fn spawn_app() -> TestApp {
@@ -41,16 +34,14 @@ async fn spawn_app() -> TestApp {
     let app = Application::build(config)
         .await
         .expect("invoice-service builds");
-    let address = format!("http://127.0.0.1:{}", app.port());
     let db = app.database();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(app.run(shutdown.clone()));
+    let service = Spawned::spawn(app.port(), |shutdown| app.run(shutdown));
     TestApp {
-        address,
+        address: service.address.clone(),
         db,
         kafka,
         http: testing::http(),
-        shutdown,
+        _service: service,
     }
 }
 

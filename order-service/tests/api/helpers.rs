@@ -1,45 +1,34 @@
-use order_service::{config::Config, startup::Application};
+use order_service::startup::Application;
 use serde_json::{json, Value};
-use shared::{config::KafkaConfig, testing};
+use shared::{
+    config::KafkaConfig,
+    testing::{self, Spawned},
+};
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 
 pub struct TestApp {
     pub address: String,
     pub pool: PgPool,
     pub kafka: KafkaConfig,
     pub http: reqwest::Client,
-    shutdown: CancellationToken,
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
+    _service: Spawned,
 }
 
 /// Starts order-service on a free port with a fresh database and its own topics.
 pub async fn spawn_app() -> TestApp {
-    let config = Config {
-        port: 0,
-        database_url: testing::fresh_database().await,
-        database_max_connections: 5,
-        kafka: testing::kafka(),
-    };
+    let config = testing::postgres_service_config().await;
     let kafka = config.kafka.clone();
     let app = Application::build(config)
         .await
         .expect("order-service builds");
-    let address = format!("http://127.0.0.1:{}", app.port());
     let pool = app.pool();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(app.run(shutdown.clone()));
+    let service = Spawned::spawn(app.port(), |shutdown| app.run(shutdown));
     TestApp {
-        address,
+        address: service.address.clone(),
         pool,
         kafka,
         http: testing::http(),
-        shutdown,
+        _service: service,
     }
 }
 
