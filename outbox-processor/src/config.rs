@@ -20,9 +20,23 @@ pub struct RelaySettings {
     /// How often to look for rows when no notification arrives (the fallback for a lost
     /// `NOTIFY`, e.g. while the listening connection was reconnecting).
     pub poll_interval: Duration,
+    /// After a `NOTIFY`, wait this long before claiming, so a burst of commits is one batch.
+    pub debounce: Duration,
     /// First retry delay after a failed publish; doubles per attempt up to `retry_max`.
     pub retry_base: Duration,
     pub retry_max: Duration,
+    /// Failed attempts after which an event is parked (kept, not retried, reported).
+    pub max_attempts: i32,
+    /// How long a claim may stay silent. The claim transaction's session gets this as
+    /// `idle_in_transaction_session_timeout`: an instance that hangs while holding rows is
+    /// cut off by PostgreSQL, its locks drop, and another instance takes the rows over.
+    /// A send is given at most a third of it, so a healthy instance never hits it.
+    pub lease: Duration,
+    /// Published (and skipped) rows older than this are deleted.
+    pub retention: Duration,
+    /// How often the cleaner runs, and how many rows one delete takes.
+    pub retention_interval: Duration,
+    pub retention_batch: i64,
 }
 
 impl Default for RelaySettings {
@@ -30,9 +44,22 @@ impl Default for RelaySettings {
         Self {
             batch_size: 500,
             poll_interval: Duration::from_millis(500),
+            debounce: Duration::from_millis(5),
             retry_base: Duration::from_millis(500),
             retry_max: Duration::from_secs(60),
+            max_attempts: 10,
+            lease: Duration::from_secs(30),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            retention_interval: Duration::from_secs(60),
+            retention_batch: 1000,
         }
+    }
+}
+
+impl RelaySettings {
+    /// The producer's delivery timeout: a third of the lease, at least one second.
+    pub fn send_timeout(&self) -> Duration {
+        (self.lease / 3).max(Duration::from_secs(1))
     }
 }
 
@@ -42,6 +69,8 @@ pub struct Config {
     pub databases: Vec<SourceDatabase>,
     pub kafka: KafkaConfig,
     pub relay: RelaySettings,
+    /// Bearer token for `/admin/*`; without one the admin API is off.
+    pub admin_token: Option<secrecy::SecretString>,
 }
 
 const DEFAULT_DATABASES: &str = "orders=postgres://postgres@127.0.0.1:5432/orders,\
@@ -55,17 +84,31 @@ impl Config {
             value: "(hidden: may hold passwords)".into(),
             reason,
         })?;
-        let defaults = RelaySettings::default();
+        let d = RelaySettings::default();
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         Ok(Self {
             port: config::var("PORT", 8080)?,
             databases,
             kafka: KafkaConfig::from_env()?,
             relay: RelaySettings {
-                batch_size: config::var("RELAY_BATCH_SIZE", defaults.batch_size)?,
-                poll_interval: config::millis("RELAY_POLL_INTERVAL_MS", 500)?,
-                retry_base: config::millis("RELAY_RETRY_BASE_MS", 500)?,
-                retry_max: config::millis("RELAY_RETRY_MAX_MS", 60_000)?,
+                batch_size: config::var("RELAY_BATCH_SIZE", d.batch_size)?,
+                poll_interval: config::millis("RELAY_POLL_INTERVAL_MS", ms(d.poll_interval))?,
+                debounce: config::millis("RELAY_DEBOUNCE_MS", ms(d.debounce))?,
+                retry_base: config::millis("RELAY_RETRY_BASE_MS", ms(d.retry_base))?,
+                retry_max: config::millis("RELAY_RETRY_MAX_MS", ms(d.retry_max))?,
+                max_attempts: config::var("RELAY_MAX_ATTEMPTS", d.max_attempts)?,
+                lease: config::millis("RELAY_LEASE_MS", ms(d.lease))?,
+                retention: config::millis("RELAY_RETENTION_MS", ms(d.retention))?,
+                retention_interval: config::millis(
+                    "RELAY_RETENTION_INTERVAL_MS",
+                    ms(d.retention_interval),
+                )?,
+                retention_batch: config::var("RELAY_RETENTION_BATCH", d.retention_batch)?,
             },
+            admin_token: std::env::var("RELAY_ADMIN_TOKEN")
+                .ok()
+                .filter(|t| !t.trim().is_empty())
+                .map(secrecy::SecretString::from),
         })
     }
 }

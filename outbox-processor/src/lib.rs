@@ -7,10 +7,14 @@
 //!
 //! # Layout
 //! - [`relay`]: claim, publish, mark (the heart of the pattern's delivery side).
-//! - [`routes`]: `/health` and `/metrics` on port 8080.
+//! - [`status`]: the status page a person reads at `/`, and `/status.json`.
+//! - [`admin`]: parked events, retry and skip (bearer token).
+//! - [`routes`]: port 8080 put together, with `/health` (and `/metrics` from `shared`).
 //! - [`startup`], [`config`].
 
+pub mod admin;
 pub mod config;
 pub mod relay;
 pub mod routes;
 pub mod startup;
+pub mod status;

@@ -28,9 +28,29 @@
 //! holding a claim loses its connection, PostgreSQL drops its locks, and another instance
 //! claims the rows.
 //!
+//! # Leases: an instance that hangs
+//! The claim *is* the lease: row locks held by a transaction. A relay that crashes closes its
+//! connection and PostgreSQL releases the locks at once. A relay that hangs (a frozen VM, a
+//! network partition) would hold them forever, so the claim's session runs with
+//! `idle_in_transaction_session_timeout = RELAY_LEASE_MS`: when it stays silent that long,
+//! PostgreSQL ends the session, the rows are free for another instance, and the hung one can
+//! no longer mark anything. Each send is bounded by a third of the lease, so a healthy relay
+//! never runs into it.
+//!
+//! # Parking, and what an operator can do
+//! After `RELAY_MAX_ATTEMPTS` failed attempts a row is *parked*: kept with its last error,
+//! no longer retried, reported on the status page and in `outbox_parked`. It still blocks the
+//! later events of its aggregate — publishing them would break the order. The admin API
+//! (`admin.rs`) retries it (after a fix) or skips it (the aggregate goes on without it).
+//!
 //! # Waking up
-//! An insert trigger sends `NOTIFY outbox` at commit; the relay `LISTEN`s and runs a batch at
-//! once, so latency is low when idle. Polling every `poll_interval` is the fallback.
+//! An insert trigger sends `NOTIFY outbox` at commit; the relay `LISTEN`s and runs a batch
+//! after a short debounce, so latency is low when idle and a burst of commits is one batch.
+//! Polling every `poll_interval` is the fallback for a lost notification.
+//!
+//! # Retention
+//! [`Relay::delete_expired`] removes published and skipped rows older than the retention in
+//! small batches (`for update skip locked`, short transactions), so it never blocks inserts.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -45,7 +65,7 @@ use rdkafka::{
     producer::{FutureProducer, FutureRecord},
 };
 use shared::{config::KafkaConfig, envelope::header, kafka::Backoff};
-use sqlx::{postgres::PgListener, PgPool};
+use sqlx::{postgres::PgListener, PgPool, Postgres, Transaction};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -80,6 +100,7 @@ struct OutboxRow {
     event_type: String,
     payload: String,
     tracingspancontext: Option<String>,
+    schema_version: i32,
     seq: i64,
     attempts: i32,
     created_at: DateTime<Utc>,
@@ -170,8 +191,10 @@ impl Relay {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(self.settings.poll_interval) => {}
-                notified = wait_for_notification(&mut listener) => {
-                    if let Err(error) = notified {
+                notified = wait_for_notification(&mut listener) => match notified {
+                    // Let the rest of a burst of commits arrive, then take them in one batch.
+                    Ok(()) => tokio::time::sleep(self.settings.debounce).await,
+                    Err(error) => {
                         tracing::warn!(database = %self.name, %error, "LISTEN connection lost; polling until it is back");
                         listener = None;
                     }
@@ -190,12 +213,24 @@ impl Relay {
     /// Claims, publishes and marks one batch; the unit the loop repeats, and what tests call
     /// to drain an outbox step by step.
     pub async fn relay_batch(&self) -> Result<BatchReport, RelayError> {
+        let Some(claim) = self.claim().await? else {
+            return Ok(BatchReport::default());
+        };
+        let published = self.publish_claimed(&claim).await?;
+        self.mark(claim, published).await
+    }
+
+    /// Step 1 and 2: claims due rows and keeps, per aggregate, those before its gate.
+    /// `None` when there is nothing to do. Dropping the claim without [`Relay::mark`] is what
+    /// a crash does: the locks go, the rows stay unpublished.
+    pub async fn claim(&self) -> Result<Option<Claim>, RelayError> {
         let mut tx = self.pool.begin().await?;
         let rows: Vec<OutboxRow> = sqlx::query_as(
             "select id, aggregatetype, aggregateid, type, payload::text as payload,
-                    tracingspancontext, seq, attempts, created_at
+                    tracingspancontext, schema_version, seq, attempts, created_at
              from outbox
-             where published_at is null and (next_attempt_at is null or next_attempt_at <= now())
+             where published_at is null and skipped_at is null and parked_at is null
+               and (next_attempt_at is null or next_attempt_at <= now())
              order by seq
              limit $1
              for update skip locked",
@@ -204,11 +239,12 @@ impl Relay {
         .fetch_all(&mut *tx)
         .await?;
         if rows.is_empty() {
-            return Ok(BatchReport::default());
+            return Ok(None);
         }
         let claimed = rows.len();
 
-        // Step 2: per aggregate, the earliest unpublished row we did not claim is a gate.
+        // Per aggregate, the earliest pending row we did not claim (held by another
+        // instance, backing off, or parked) is a gate: only rows before it may go now.
         let claimed_ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
         let aggregates: HashSet<(&str, &str)> = rows
             .iter()
@@ -220,7 +256,7 @@ impl Relay {
              from outbox o
              join unnest($1::text[], $2::text[]) as c(aggregatetype, aggregateid)
                using (aggregatetype, aggregateid)
-             where o.published_at is null and o.id <> all($3)
+             where o.published_at is null and o.skipped_at is null and o.id <> all($3)
              group by o.aggregatetype, o.aggregateid",
         )
         .bind(&types)
@@ -242,69 +278,103 @@ impl Relay {
             }
             chains.entry(key).or_default().push(row);
         }
+        Ok(Some(Claim {
+            tx,
+            chains: chains.into_values().collect(),
+            claimed,
+            deferred,
+        }))
+    }
 
-        let topics = chains
-            .keys()
-            .map(|(aggregate_type, _)| self.kafka.topic_for(aggregate_type))
+    /// Step 3: publishes the claimed chains, aggregates concurrently, each aggregate's rows
+    /// strictly one after another. Marks nothing.
+    pub async fn publish_claimed(&self, claim: &Claim) -> Result<Published, RelayError> {
+        let topics = claim
+            .chains
+            .iter()
+            .filter_map(|chain| chain.first())
+            .map(|row| self.kafka.topic_for(&row.aggregatetype))
             .collect();
         self.topics.ensure(&self.kafka, topics).await?;
+        let outcomes = join_all(claim.chains.iter().map(|chain| self.publish_chain(chain))).await;
+        Ok(Published(outcomes))
+    }
 
-        // Step 3: aggregates concurrently, each aggregate's rows strictly one after another.
-        let outcomes = join_all(chains.into_values().map(|chain| self.publish_chain(chain))).await;
-
-        // Step 4: mark, in the same transaction that holds the claim.
-        let mut published: Vec<Uuid> = Vec::new();
+    /// Step 4: records what happened, in the transaction that holds the claim, and commits.
+    pub async fn mark(
+        &self,
+        claim: Claim,
+        published: Published,
+    ) -> Result<BatchReport, RelayError> {
+        let Claim {
+            mut tx,
+            chains,
+            claimed,
+            mut deferred,
+        } = claim;
+        let rows: HashMap<Uuid, &OutboxRow> = chains.iter().flatten().map(|r| (r.id, r)).collect();
+        let mut acked: Vec<Uuid> = Vec::new();
         let mut failed = 0;
-        let now = Utc::now();
-        for outcome in outcomes {
-            for row in &outcome.published {
-                let lag = (now - row.created_at).to_std().unwrap_or_default();
-                metrics::histogram!("outbox_publish_lag_seconds", "database" => self.name.clone())
-                    .record(lag.as_secs_f64());
-            }
-            published.extend(outcome.published.iter().map(|r| r.id));
+        for outcome in published.0 {
+            acked.extend(&outcome.acked);
             deferred += outcome.held_back;
-            if let Some((row, error)) = outcome.failed {
-                failed += 1;
-                let delay = retry_delay(&self.settings, row.attempts);
+            let Some((id, error)) = outcome.failed else {
+                continue;
+            };
+            let Some(row) = rows.get(&id) else { continue };
+            failed += 1;
+            let attempts = row.attempts + 1;
+            let park = attempts >= self.settings.max_attempts;
+            let delay = retry_delay(&self.settings, row.attempts);
+            if park {
+                metrics::counter!("outbox_parked_total", "database" => self.name.clone())
+                    .increment(1);
+                tracing::error!(
+                    database = %self.name, id = %row.id, r#type = %row.event_type,
+                    aggregateid = %row.aggregateid, attempts, %error,
+                    "event parked after too many failed attempts; its aggregate waits for an operator"
+                );
+            } else {
                 tracing::warn!(
                     database = %self.name, id = %row.id, r#type = %row.event_type,
-                    aggregateid = %row.aggregateid, attempts = row.attempts + 1, %error, ?delay,
+                    aggregateid = %row.aggregateid, attempts, %error, ?delay,
                     "publish failed; the aggregate's later events wait behind it"
                 );
-                sqlx::query(
-                    "update outbox
-                     set attempts = attempts + 1, last_error = $2,
-                         next_attempt_at = now() + make_interval(secs => $3)
-                     where id = $1",
-                )
-                .bind(row.id)
-                .bind(error)
-                .bind(delay.as_secs_f64())
-                .execute(&mut *tx)
-                .await?;
             }
+            sqlx::query(
+                "update outbox
+                 set attempts = attempts + 1, last_error = $2,
+                     next_attempt_at = now() + make_interval(secs => $3),
+                     parked_at = case when $4 then now() end
+                 where id = $1",
+            )
+            .bind(id)
+            .bind(&error)
+            .bind(delay.as_secs_f64())
+            .bind(park)
+            .execute(&mut *tx)
+            .await?;
         }
-        if !published.is_empty() {
+        if !acked.is_empty() {
             sqlx::query(
                 "update outbox
                  set published_at = now(), attempts = attempts + 1, last_error = null,
                      next_attempt_at = null
                  where id = any($1)",
             )
-            .bind(&published)
+            .bind(&acked)
             .execute(&mut *tx)
             .await?;
         }
         tx.commit().await?;
 
         metrics::counter!("outbox_published_total", "database" => self.name.clone())
-            .increment(published.len() as u64);
+            .increment(acked.len() as u64);
         metrics::counter!("outbox_publish_failures_total", "database" => self.name.clone())
             .increment(failed as u64);
         let report = BatchReport {
             claimed,
-            published: published.len(),
+            published: acked.len(),
             failed,
             deferred,
         };
@@ -312,15 +382,20 @@ impl Relay {
         Ok(report)
     }
 
-    async fn publish_chain(&self, chain: Vec<OutboxRow>) -> ChainOutcome {
-        let total = chain.len();
+    async fn publish_chain(&self, chain: &[OutboxRow]) -> ChainOutcome {
         let mut outcome = ChainOutcome::default();
-        for row in chain {
-            match self.publish(&row).await {
-                Ok(()) => outcome.published.push(row),
+        for (i, row) in chain.iter().enumerate() {
+            match self.publish(row).await {
+                Ok(()) => {
+                    // Commit (well, insert) to broker acknowledgement.
+                    let latency = (Utc::now() - row.created_at).to_std().unwrap_or_default();
+                    metrics::histogram!("outbox_publish_latency_seconds", "database" => self.name.clone())
+                        .record(latency.as_secs_f64());
+                    outcome.acked.push(row.id);
+                }
                 Err(error) => {
-                    outcome.held_back = total - outcome.published.len() - 1;
-                    outcome.failed = Some((row, error));
+                    outcome.held_back = chain.len() - i - 1;
+                    outcome.failed = Some((row.id, error));
                     break;
                 }
             }
@@ -331,12 +406,14 @@ impl Relay {
     /// Sends one row and waits for the broker's acknowledgement.
     async fn publish(&self, row: &OutboxRow) -> Result<(), String> {
         let id = row.id.to_string();
-        let mut headers = OwnedHeaders::new_with_capacity(5);
+        let version = row.schema_version.to_string();
+        let mut headers = OwnedHeaders::new_with_capacity(6);
         for (key, value) in [
             (header::ID, Some(id.as_str())),
             (header::TYPE, Some(row.event_type.as_str())),
             (header::AGGREGATE_TYPE, Some(row.aggregatetype.as_str())),
             (header::AGGREGATE_ID, Some(row.aggregateid.as_str())),
+            (header::SCHEMA_VERSION, Some(version.as_str())),
             (header::TRACEPARENT, row.tracingspancontext.as_deref()),
         ] {
             if let Some(value) = value {
@@ -352,19 +429,124 @@ impl Relay {
             .payload(&row.payload)
             .headers(headers);
         // The queue timeout only bounds waiting for room in the local queue; the delivery
-        // itself is bounded by the producer's `message.timeout.ms`.
+        // itself is bounded by the producer's `message.timeout.ms` (a third of the lease).
         self.producer
             .send(record, Duration::from_secs(5))
             .await
             .map(|_| ())
             .map_err(|(error, _)| error.to_string())
     }
+
+    /// Deletes published and skipped rows older than the retention, `retention_batch` rows
+    /// per short transaction, until none is left. Returns how many it deleted.
+    pub async fn delete_expired(&self) -> Result<u64, RelayError> {
+        let mut total = 0;
+        loop {
+            let deleted = sqlx::query(
+                "delete from outbox where id in (
+                     select id from outbox
+                     where published_at < now() - make_interval(secs => $1)
+                        or skipped_at < now() - make_interval(secs => $1)
+                     limit $2
+                     for update skip locked)",
+            )
+            .bind(self.settings.retention.as_secs_f64())
+            .bind(self.settings.retention_batch)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            total += deleted;
+            if deleted < u64::try_from(self.settings.retention_batch).unwrap_or(0) {
+                break;
+            }
+        }
+        if total > 0 {
+            metrics::counter!("outbox_deleted_total", "database" => self.name.clone())
+                .increment(total);
+            tracing::info!(database = %self.name, deleted = total, "retention: old rows deleted");
+        }
+        Ok(total)
+    }
+
+    /// Runs [`Relay::delete_expired`] every `retention_interval` until shutdown.
+    pub async fn run_cleaner(self, shutdown: CancellationToken) {
+        loop {
+            if let Err(error) = self.delete_expired().await {
+                tracing::warn!(database = %self.name, %error, "retention run failed");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(self.settings.retention_interval) => {}
+            }
+        }
+    }
+
+    /// Counts for the status page and the gauges.
+    pub async fn stats(&self) -> Result<Stats, RelayError> {
+        let (pending, parked, oldest, recent): (i64, i64, Option<f64>, i64) = sqlx::query_as(
+            "select
+                 (select count(*) from outbox
+                  where published_at is null and skipped_at is null and parked_at is null),
+                 (select count(*) from outbox
+                  where published_at is null and skipped_at is null and parked_at is not null),
+                 (select extract(epoch from now() - min(created_at))::float8 from outbox
+                  where published_at is null and skipped_at is null and parked_at is null),
+                 (select count(*) from outbox where published_at > now() - interval '10 seconds')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Stats {
+            pending,
+            parked,
+            oldest_pending_age_seconds: oldest.unwrap_or(0.0),
+            published_per_second: recent as f64 / 10.0,
+        })
+    }
+
+    /// Updates the `outbox_pending`, `outbox_parked` and `outbox_oldest_pending_age_seconds`
+    /// gauges every few seconds until shutdown.
+    pub async fn run_gauges(self, shutdown: CancellationToken) {
+        loop {
+            if let Ok(stats) = self.stats().await {
+                let db = self.name.clone();
+                metrics::gauge!("outbox_pending", "database" => db.clone())
+                    .set(stats.pending as f64);
+                metrics::gauge!("outbox_parked", "database" => db.clone()).set(stats.parked as f64);
+                metrics::gauge!("outbox_oldest_pending_age_seconds", "database" => db)
+                    .set(stats.oldest_pending_age_seconds);
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+        }
+    }
 }
+
+/// Pending work of one database, as the status page and the gauges show it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Stats {
+    pub pending: i64,
+    pub parked: i64,
+    pub oldest_pending_age_seconds: f64,
+    pub published_per_second: f64,
+}
+
+/// Rows claimed by one transaction, grouped into per-aggregate chains.
+pub struct Claim {
+    tx: Transaction<'static, Postgres>,
+    chains: Vec<Vec<OutboxRow>>,
+    claimed: usize,
+    deferred: usize,
+}
+
+/// What the broker acknowledged of a claim.
+pub struct Published(Vec<ChainOutcome>);
 
 #[derive(Default)]
 struct ChainOutcome {
-    published: Vec<OutboxRow>,
-    failed: Option<(OutboxRow, String)>,
+    acked: Vec<Uuid>,
+    failed: Option<(Uuid, String)>,
     /// Rows after the failed one, not attempted so they cannot overtake it.
     held_back: usize,
 }

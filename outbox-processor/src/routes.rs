@@ -1,14 +1,16 @@
-//! The relay's HTTP port: `/health` (every source database and the broker) and `/metrics`.
+//! The relay's HTTP port (8080): status page, `/health`, admin API, and `/metrics`.
 
 use axum::{extract::State, response::IntoResponse, routing::get, Router};
 use shared::health::{self, HealthReport};
 
-use crate::startup::AppState;
+use crate::{admin, startup::AppState, status};
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(status::router(state.clone()))
+        .merge(admin::router(state))
 }
 
 async fn health(State(state): State<AppState>) -> impl IntoResponse {

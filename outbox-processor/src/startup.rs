@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use rdkafka::producer::{FutureProducer, Producer};
+use secrecy::SecretString;
 use shared::{kafka, StartupError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -17,6 +18,7 @@ use crate::{
 pub struct AppState {
     pub relays: Arc<Vec<Relay>>,
     pub producer: FutureProducer,
+    pub admin_token: Option<SecretString>,
 }
 
 pub struct Application {
@@ -26,12 +28,16 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
-        let producer = kafka::producer(&config.kafka)?;
+        // Deliveries must end well within the lease (see `relay`), so the producer gets a third.
+        let send_timeout = config.relay.send_timeout().as_millis().to_string();
+        let producer: FutureProducer = kafka::producer_config(&config.kafka)
+            .set("message.timeout.ms", send_timeout)
+            .create()?;
         let topics = Arc::new(Topics::default());
         let mut relays = Vec::with_capacity(config.databases.len());
         for source in config.databases {
             // A claim transaction, the LISTEN connection and health checks.
-            let pool = shared::db::connect_lazy(&source.url, 4)?;
+            let pool = shared::db::connect_lazy(&source.url, 4, config.relay.lease)?;
             relays.push(Relay::new(
                 source.name,
                 pool,
@@ -47,6 +53,7 @@ impl Application {
             state: AppState {
                 relays: Arc::new(relays),
                 producer,
+                admin_token: config.admin_token,
             },
         })
     }
@@ -64,12 +71,12 @@ impl Application {
             relays = self.state.relays.len(),
             "outbox-processor listening"
         );
-        let workers: Vec<_> = self
-            .state
-            .relays
-            .iter()
-            .map(|relay| tokio::spawn(relay.clone().run(shutdown.clone())))
-            .collect();
+        let mut workers = Vec::new();
+        for relay in self.state.relays.iter() {
+            workers.push(tokio::spawn(relay.clone().run(shutdown.clone())));
+            workers.push(tokio::spawn(relay.clone().run_cleaner(shutdown.clone())));
+            workers.push(tokio::spawn(relay.clone().run_gauges(shutdown.clone())));
+        }
         let producer = self.state.producer.clone();
         let served =
             shared::http::serve(self.listener, routes::router(self.state), shutdown.clone()).await;

@@ -4,10 +4,14 @@
 //! next to its own tables. Two migrators share sqlx's bookkeeping table, so each is told to
 //! ignore the other's versions (ours are 1..99, the services' start at 100).
 
-use std::time::Duration;
+use std::{str::FromStr, time::Duration};
 
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::{migrate::Migrator, postgres::PgPoolOptions, PgPool};
+use sqlx::{
+    migrate::Migrator,
+    postgres::{PgConnectOptions, PgPoolOptions},
+    PgPool,
+};
 
 /// The outbox and inbox tables.
 pub static SHARED_MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -35,10 +39,18 @@ pub async fn migrate(pool: &PgPool, service: &Migrator) -> Result<(), sqlx::migr
 }
 
 /// A pool that connects on first use: the relay starts, and serves its other databases, even
-/// while one of them is down.
-pub fn connect_lazy(url: &SecretString, max_connections: u32) -> Result<PgPool, sqlx::Error> {
-    PgPoolOptions::new()
+/// while one of them is down. Its sessions end a transaction that stays idle for longer than
+/// `idle_transaction_timeout` (the relay's lease).
+pub fn connect_lazy(
+    url: &SecretString,
+    max_connections: u32,
+    idle_transaction_timeout: Duration,
+) -> Result<PgPool, sqlx::Error> {
+    let timeout_ms = idle_transaction_timeout.as_millis().to_string();
+    let options = PgConnectOptions::from_str(url.expose_secret())?
+        .options([("idle_in_transaction_session_timeout", timeout_ms.as_str())]);
+    Ok(PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy(url.expose_secret())
+        .connect_lazy_with(options))
 }

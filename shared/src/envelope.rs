@@ -18,6 +18,7 @@ pub mod header {
     pub const AGGREGATE_TYPE: &str = "aggregatetype";
     pub const AGGREGATE_ID: &str = "aggregateid";
     pub const TRACEPARENT: &str = "traceparent";
+    pub const SCHEMA_VERSION: &str = "schema-version";
     /// Added by a consumer when it dead-letters a message.
     pub const DLQ_REASON: &str = "dlq-reason";
     pub const DLQ_TOPIC: &str = "dlq-original-topic";

@@ -15,6 +15,9 @@ pub trait DomainEvent: Serialize + DeserializeOwned {
     const TYPE: &'static str;
     /// The `aggregatetype` column; the relay derives the topic from it.
     const AGGREGATE_TYPE: &'static str;
+    /// Version of the payload's shape, sent as the `schema-version` header. Bump it when a
+    /// change is not backwards compatible, so consumers can tell old and new payloads apart.
+    const SCHEMA_VERSION: i32 = 1;
     /// The `aggregateid` column, which becomes the Kafka message key.
     fn aggregate_id(&self) -> String;
 }

@@ -247,6 +247,7 @@ async fn process<H: EventHandler>(
         topic = message.topic(),
         partition = message.partition(),
         offset = message.offset(),
+        trace_id = envelope.traceparent.as_deref().map(crate::trace::trace_id).unwrap_or(""),
     );
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
     async move {

@@ -17,6 +17,7 @@
 //! - [`envelope`]: what a consumer gets out of a Kafka message: event id, type, payload.
 //! - [`inbox`]: "record or skip" in the caller's transaction (the consuming side).
 //! - [`db`]: connection pool and migrations (the outbox and inbox tables live here, once).
+//! - [`trace`]: the W3C `traceparent` that follows an order through every service.
 //! - [`service`], [`http`], [`health`], [`telemetry`], [`config`], [`shutdown`]: plumbing.
 //! - `testing` (feature `testing`): a fresh database per test and raw Kafka helpers.
 
@@ -34,6 +35,7 @@ pub mod shutdown;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod trace;
 
 /// Why a service could not start. One enum for every binary: startup either works or
 /// tells the operator which dependency was missing.

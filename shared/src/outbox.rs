@@ -23,8 +23,9 @@ pub async fn write<E: DomainEvent>(
     let payload = serde_json::to_value(event)
         .map_err(|e| sqlx::Error::Encode(format!("event {} to JSON: {e}", E::TYPE).into()))?;
     sqlx::query(
-        "insert into outbox (id, aggregatetype, aggregateid, type, payload, tracingspancontext)
-         values ($1, $2, $3, $4, $5, $6)",
+        "insert into outbox
+             (id, aggregatetype, aggregateid, type, payload, tracingspancontext, schema_version)
+         values ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(id)
     .bind(E::AGGREGATE_TYPE)
@@ -32,6 +33,7 @@ pub async fn write<E: DomainEvent>(
     .bind(E::TYPE)
     .bind(payload)
     .bind(traceparent)
+    .bind(E::SCHEMA_VERSION)
     .execute(&mut *tx)
     .await?;
     Ok(id)

@@ -41,8 +41,9 @@ pub async fn fresh_database() -> SecretString {
     SecretString::from(format!("{base}/{name}"))
 }
 
-/// A fresh database with only the outbox and inbox tables (for relay tests).
-pub async fn fresh_outbox_database() -> sqlx::PgPool {
+/// A fresh database with only the shared tables (outbox, inbox), for relay tests: its URL and
+/// a pool on it.
+pub async fn fresh_outbox_database() -> (SecretString, sqlx::PgPool) {
     let url = fresh_database().await;
     let pool = crate::db::connect(&url, 10)
         .await
@@ -54,7 +55,7 @@ pub async fn fresh_outbox_database() -> sqlx::PgPool {
     crate::db::migrate(&pool, &no_service_tables)
         .await
         .expect("migrate test database");
-    pool
+    (url, pool)
 }
 
 /// Settings for a PostgreSQL-backed service under test: port 0, a fresh database, own topics.

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use shared::{
     events::{OrderLine, OrderPlaced},
     http::{Json, Path, Query},
-    outbox,
+    outbox, trace,
 };
 use uuid::Uuid;
 
@@ -42,10 +42,12 @@ pub async fn create_order(
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
     let order = NewOrder::try_from(request).map_err(ApiError::Validation)?;
+    // The trace this order's events will carry through every service: the caller's, or new.
     let traceparent = headers
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| is_traceparent(v));
+        .filter(|v| trace::is_valid(v))
+        .map_or_else(trace::new_root, str::to_owned);
 
     let mut tx = state.pool.begin().await?;
     if let Some(created) = db::insert_order(&mut tx, &order, key.as_ref()).await? {
@@ -63,11 +65,15 @@ pub async fn create_order(
             placed_at: Utc::now(),
         };
         // Same transaction: if this insert fails, the order above is rolled back with it.
-        outbox::write(&mut tx, &event, traceparent).await?;
+        outbox::write(&mut tx, &event, Some(&traceparent)).await?;
         tx.commit().await?;
         metrics::counter!("orders_created_total").increment(1);
-        tracing::info!(order_id = %created.id, "order placed");
-        return Ok(created_response(created, false));
+        tracing::info!(order_id = %created.id, trace_id = trace::trace_id(&traceparent), "order placed");
+        let mut response = created_response(created, false);
+        if let Ok(value) = HeaderValue::from_str(&traceparent) {
+            response.headers_mut().insert("traceparent", value);
+        }
+        return Ok(response);
     }
     tx.rollback().await?;
 
@@ -110,16 +116,6 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiErr
     IdempotencyKey::parse(raw)
         .map(Some)
         .map_err(ApiError::BadRequest)
-}
-
-/// W3C trace context: `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`.
-fn is_traceparent(value: &str) -> bool {
-    let parts: Vec<&str> = value.split('-').collect();
-    parts.len() == 4
-        && [2, 32, 16, 2]
-            .iter()
-            .zip(&parts)
-            .all(|(len, p)| p.len() == *len && p.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// `GET /orders/{id}`.
@@ -174,18 +170,4 @@ pub async fn list_orders(
         None
     };
     Ok(Json(OrderPage { items, next_cursor }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_traceparent;
-
-    #[test]
-    fn traceparent_shape_is_checked() {
-        assert!(is_traceparent(
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-        ));
-        assert!(!is_traceparent("00-xyz-00f067aa0ba902b7-01"));
-        assert!(!is_traceparent("garbage"));
-    }
 }

@@ -73,6 +73,7 @@ async fn spawn_system() -> System {
         ],
         kafka,
         relay: RelaySettings::default(),
+        admin_token: None,
     })
     .await
     .expect("outbox-processor");

@@ -50,15 +50,20 @@ async fn write(pool: &PgPool, aggregate: &str, n: u32, padding: usize) -> Uuid {
 }
 
 fn relay(pool: &PgPool, kafka: &KafkaConfig) -> Relay {
+    let settings = RelaySettings {
+        batch_size: 50,
+        ..RelaySettings::default()
+    };
+    relay_with(pool, kafka, settings)
+}
+
+fn relay_with(pool: &PgPool, kafka: &KafkaConfig, settings: RelaySettings) -> Relay {
     Relay::new(
         "test".into(),
         pool.clone(),
         shared::kafka::producer(kafka).unwrap(),
         kafka.clone(),
-        RelaySettings {
-            batch_size: 50,
-            ..RelaySettings::default()
-        },
+        settings,
         Arc::new(Topics::default()),
     )
 }
@@ -101,7 +106,7 @@ fn per_key(messages: &[(String, u32)]) -> HashMap<String, Vec<u32>> {
 
 #[tokio::test]
 async fn publishes_with_key_headers_and_marks_rows_published() {
-    let pool = testing::fresh_outbox_database().await;
+    let (_, pool) = testing::fresh_outbox_database().await;
     let kafka = testing::kafka();
     let id = write(&pool, "agg-1", 1, 0).await;
 
@@ -140,7 +145,7 @@ async fn publishes_with_key_headers_and_marks_rows_published() {
 
 #[tokio::test]
 async fn a_later_event_waits_while_an_earlier_one_of_its_aggregate_is_held_elsewhere() {
-    let pool = testing::fresh_outbox_database().await;
+    let (_, pool) = testing::fresh_outbox_database().await;
     let kafka = testing::kafka();
     let first = write(&pool, "a", 1, 0).await;
     write(&pool, "a", 2, 0).await;
@@ -175,8 +180,139 @@ async fn a_later_event_waits_while_an_earlier_one_of_its_aggregate_is_held_elsew
 }
 
 #[tokio::test]
+async fn two_relays_keep_order_per_aggregate_through_publish_failures() {
+    let (_, pool) = testing::fresh_outbox_database().await;
+    let kafka = testing::kafka();
+    let (aggregates, per_aggregate) = (10u32, 8u32);
+    for n in 1..=per_aggregate {
+        for a in 0..aggregates {
+            // A few events fail to publish (over the broker's size limit) until "fixed".
+            let broken = (a, n) == (3, 2) || (a, n) == (7, 5) || (a, n) == (7, 6);
+            write(
+                &pool,
+                &format!("agg-{a}"),
+                n,
+                if broken { 2_000_000 } else { 0 },
+            )
+            .await;
+        }
+    }
+    let settings = RelaySettings {
+        batch_size: 16,
+        retry_base: Duration::from_millis(20),
+        retry_max: Duration::from_millis(100),
+        max_attempts: 1000,
+        ..RelaySettings::default()
+    };
+    let relays = [
+        relay_with(&pool, &kafka, settings.clone()),
+        relay_with(&pool, &kafka, settings),
+    ];
+    let run = |r: Relay, fix_after: Option<u32>| {
+        let pool = pool.clone();
+        async move {
+            for round in 0..2000 {
+                if fix_after.is_some_and(|f| round >= f) {
+                    // The operator fixes the broken payloads; their retries then succeed.
+                    sqlx::query("update outbox set payload = payload - 'padding' where last_error is not null")
+                        .execute(&pool)
+                        .await
+                        .unwrap();
+                }
+                r.relay_batch().await.unwrap();
+                if unpublished(&pool).await == 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            panic!("backlog not drained");
+        }
+    };
+    let [one, two] = relays;
+    tokio::join!(run(one, Some(30)), run(two, None));
+
+    let failed_at_least_once: i64 =
+        sqlx::query_scalar("select count(*) from outbox where attempts > 1")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(failed_at_least_once >= 2, "the injected failures happened");
+    let expected = (aggregates * per_aggregate) as usize;
+    let all = published(&kafka, expected).await;
+    assert_eq!(all.len(), expected);
+    for (key, ns) in per_key(&all) {
+        assert_eq!(
+            ns,
+            (1..=per_aggregate).collect::<Vec<_>>(),
+            "order of {key}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_stale_lease_is_taken_over_and_the_hung_relay_cannot_mark() {
+    let (url, pool) = testing::fresh_outbox_database().await;
+    let kafka = testing::kafka();
+    write(&pool, "a", 1, 0).await;
+    write(&pool, "b", 1, 0).await;
+    let settings = RelaySettings {
+        lease: Duration::from_millis(1000),
+        ..RelaySettings::default()
+    };
+    let leased_pool = || shared::db::connect_lazy(&url, 2, settings.lease).unwrap();
+    let hung = relay_with(&leased_pool(), &kafka, settings.clone());
+    let healthy = relay_with(&leased_pool(), &kafka, settings);
+
+    // An instance claims the rows and then hangs.
+    let claim = hung.claim().await.unwrap().expect("rows to claim");
+    assert_eq!(
+        healthy.relay_batch().await.unwrap().published,
+        0,
+        "rows are held"
+    );
+
+    // After the lease PostgreSQL ends the hung session; the rows are free.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(healthy.relay_batch().await.unwrap().published, 2);
+    assert_eq!(unpublished(&pool).await, 0);
+
+    // The hung instance wakes up: it may publish again (at least once), but it cannot mark.
+    let published = hung.publish_claimed(&claim).await.unwrap();
+    assert!(hung.mark(claim, published).await.is_err());
+}
+
+#[tokio::test]
+async fn retention_deletes_only_published_rows() {
+    let (_, pool) = testing::fresh_outbox_database().await;
+    let kafka = testing::kafka();
+    write(&pool, "a", 1, 0).await;
+    write(&pool, "b", 1, 0).await;
+    let parked = write(&pool, "c", 1, 2_000_000).await;
+    let settings = RelaySettings {
+        max_attempts: 1,
+        retention: Duration::ZERO,
+        retention_batch: 1,
+        ..RelaySettings::default()
+    };
+    let relay = relay_with(&pool, &kafka, settings);
+    assert_eq!(relay.relay_batch().await.unwrap().published, 2);
+    let pending = write(&pool, "d", 1, 0).await;
+
+    assert_eq!(relay.delete_expired().await.unwrap(), 2);
+
+    let mut left: Vec<uuid::Uuid> = sqlx::query_scalar("select id from outbox order by seq")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    left.sort();
+    let mut expected = vec![parked, pending];
+    expected.sort();
+    assert_eq!(left, expected, "the parked and the pending rows stay");
+}
+
+#[tokio::test]
 async fn a_failed_publish_is_recorded_and_its_aggregate_waits_while_others_go_on() {
-    let pool = testing::fresh_outbox_database().await;
+    let (_, pool) = testing::fresh_outbox_database().await;
     let kafka = testing::kafka();
     // Larger than the broker's default message size limit (1 MB): the send fails.
     let too_big = write(&pool, "a", 1, 2_000_000).await;
@@ -217,7 +353,7 @@ async fn a_failed_publish_is_recorded_and_its_aggregate_waits_while_others_go_on
 
 #[tokio::test]
 async fn two_relays_share_a_backlog_without_duplicates_or_reordering() {
-    let pool = testing::fresh_outbox_database().await;
+    let (_, pool) = testing::fresh_outbox_database().await;
     let kafka = testing::kafka();
     let (aggregates, per_aggregate) = (20, 10);
     for n in 1..=per_aggregate {
@@ -260,7 +396,7 @@ async fn two_relays_share_a_backlog_without_duplicates_or_reordering() {
 
 #[tokio::test]
 async fn a_row_committed_out_of_sequence_order_is_still_published() {
-    let pool = testing::fresh_outbox_database().await;
+    let (_, pool) = testing::fresh_outbox_database().await;
     let kafka = testing::kafka();
     // A long transaction takes its sequence number first and commits last.
     let mut straggler = pool.begin().await.unwrap();

@@ -1,0 +1,172 @@
+//! The status page at `/` (for people, refreshes itself) and `/status.json` (for scripts):
+//! per database, what waits, how old the oldest waiting event is, how fast events go out,
+//! what is parked, and the latest events.
+
+use std::fmt::Write;
+
+use axum::{extract::State, response::Html, routing::get, Router};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use shared::http::{Json, Problem};
+use uuid::Uuid;
+
+use crate::{relay::Stats, startup::AppState};
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/status.json", get(json))
+        .with_state(state)
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct RecentEvent {
+    pub id: Uuid,
+    #[sqlx(rename = "type")]
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub aggregateid: String,
+    pub created_at: DateTime<Utc>,
+    pub published_at: Option<DateTime<Utc>>,
+    pub attempts: i32,
+    pub state: String,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DatabaseStatus {
+    pub database: String,
+    /// `None` when the database could not be read; `error` says why.
+    pub stats: Option<Stats>,
+    pub recent: Vec<RecentEvent>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub databases: Vec<DatabaseStatus>,
+}
+
+async fn status(state: &AppState) -> Status {
+    let mut databases = Vec::new();
+    for relay in state.relays.iter() {
+        let recent = sqlx::query_as(
+            "select id, type, aggregateid, created_at, published_at, attempts, last_error,
+                    case when published_at is not null then 'published'
+                         when skipped_at is not null then 'skipped'
+                         when parked_at is not null then 'parked'
+                         when attempts > 0 then 'retrying'
+                         else 'pending' end as state
+             from outbox order by seq desc limit 15",
+        )
+        .fetch_all(relay.pool())
+        .await;
+        let stats = relay.stats().await;
+        let error = match (&stats, &recent) {
+            (Err(e), _) => Some(e.to_string()),
+            (_, Err(e)) => Some(e.to_string()),
+            _ => None,
+        };
+        databases.push(DatabaseStatus {
+            database: relay.name.clone(),
+            stats: stats.ok(),
+            recent: recent.unwrap_or_default(),
+            error,
+        });
+    }
+    Status { databases }
+}
+
+async fn json(State(state): State<AppState>) -> Result<Json<Status>, Problem> {
+    Ok(Json(status(&state).await))
+}
+
+async fn page(State(state): State<AppState>) -> Html<String> {
+    let status = status(&state).await;
+    let mut html = String::from(
+        "<!doctype html><html><head><meta charset=utf-8><meta http-equiv=refresh content=2>\
+         <title>outbox relay</title><style>\
+         body{font:14px system-ui,sans-serif;margin:2em;color:#222}\
+         table{border-collapse:collapse;margin:.5em 0 2em}td,th{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:left}\
+         .n{font-size:2em;font-weight:600}.parked,.retrying{color:#b00}.published{color:#070}\
+         .cards{display:flex;gap:2em}.card{padding:.8em 1.2em;border:1px solid #ddd;border-radius:6px}\
+         </style></head><body><h1>Outbox relay</h1>\
+         <p>Refreshes every 2 s. JSON: <a href=/status.json>/status.json</a>, \
+         Prometheus: <a href=/metrics>/metrics</a>.</p>",
+    );
+    for db in &status.databases {
+        let _ = write!(html, "<h2>{}</h2>", escape(&db.database));
+        if let Some(error) = &db.error {
+            let _ = write!(
+                html,
+                "<p class=parked>cannot read this database: {}</p>",
+                escape(error)
+            );
+        }
+        if let Some(s) = db.stats {
+            let _ = write!(
+                html,
+                "<div class=cards>\
+                 <div class=card><div class=n>{}</div>pending</div>\
+                 <div class=card><div class=n>{:.1} s</div>oldest pending</div>\
+                 <div class=card><div class=n>{:.1}/s</div>published (last 10 s)</div>\
+                 <div class=card><div class='n{}'>{}</div>parked</div></div>",
+                s.pending,
+                s.oldest_pending_age_seconds,
+                s.published_per_second,
+                if s.parked > 0 { " parked" } else { "" },
+                s.parked
+            );
+        }
+        html.push_str(
+            "<table><tr><th>event</th><th>type</th><th>aggregate</th><th>created</th>\
+             <th>state</th><th>attempts</th><th>last error</th></tr>",
+        );
+        for e in &db.recent {
+            let _ = write!(
+                html,
+                "<tr><td><code>{}</code></td><td>{}</td><td><code>{}</code></td><td>{}</td>\
+                 <td class={}>{}</td><td>{}</td><td>{}</td></tr>",
+                e.id,
+                escape(&e.event_type),
+                escape(&e.aggregateid),
+                e.created_at.format("%H:%M:%S%.3f"),
+                e.state,
+                e.state,
+                e.attempts,
+                escape(e.last_error.as_deref().unwrap_or(""))
+            );
+        }
+        html.push_str("</table>");
+    }
+    html.push_str("</body></html>");
+    Html(html)
+}
+
+/// Escapes text for HTML element content and attribute values.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(
+            super::escape("<a href='x'>&</a>"),
+            "&lt;a href=&#39;x&#39;&gt;&amp;&lt;/a&gt;"
+        );
+    }
+}

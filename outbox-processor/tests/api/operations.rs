@@ -1,0 +1,307 @@
+//! Operating the relay: parked events through the admin API, and the status page.
+
+use std::time::Duration;
+
+use outbox_processor::{
+    config::{Config, RelaySettings, SourceDatabase},
+    startup::Application,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use shared::{
+    events::DomainEvent,
+    testing::{self, Spawned},
+};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+const TOKEN: &str = "test-admin-token";
+const WAIT: Duration = Duration::from_secs(20);
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Pinged {
+    target: String,
+    #[serde(default)]
+    padding: String,
+}
+
+impl DomainEvent for Pinged {
+    const TYPE: &'static str = "Pinged";
+    const AGGREGATE_TYPE: &'static str = "ping";
+    fn aggregate_id(&self) -> String {
+        self.target.clone()
+    }
+}
+
+async fn write(pool: &PgPool, target: &str, broken: bool) -> Uuid {
+    let mut tx = pool.begin().await.unwrap();
+    let padding = if broken {
+        "x".repeat(2_000_000)
+    } else {
+        String::new()
+    };
+    let id = shared::outbox::write(
+        &mut tx,
+        &Pinged {
+            target: target.into(),
+            padding,
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    id
+}
+
+struct Admin {
+    pool: PgPool,
+    kafka: shared::config::KafkaConfig,
+    http: reqwest::Client,
+    service: Spawned,
+}
+
+impl Admin {
+    async fn post(&self, path: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.service.address))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn parked(&self) -> Vec<Value> {
+        let list: Value = self
+            .http
+            .get(format!("{}/admin/parked", self.service.address))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        list["items"].as_array().unwrap().clone()
+    }
+
+    async fn wait_until_parked(&self, id: Uuid) {
+        testing::eventually(WAIT, || async {
+            self.parked()
+                .await
+                .iter()
+                .any(|e| e["id"] == id.to_string())
+                .then_some(())
+        })
+        .await
+        .unwrap_or_else(|| panic!("{id} was not parked"));
+    }
+
+    async fn wait_until_done(&self, id: Uuid) -> (bool, bool) {
+        testing::eventually(WAIT, || async {
+            let (published, skipped): (bool, bool) = sqlx::query_as(
+                "select published_at is not null, skipped_at is not null from outbox where id = $1",
+            )
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap();
+            (published || skipped).then_some((published, skipped))
+        })
+        .await
+        .unwrap_or_else(|| panic!("{id} was neither published nor skipped"))
+    }
+
+    /// Removes the padding that makes an event too large: the "fix" before a retry.
+    async fn fix(&self, id: Uuid) {
+        sqlx::query("update outbox set payload = payload - 'padding' where id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .unwrap();
+    }
+}
+
+async fn spawn_relay() -> Admin {
+    let (url, pool) = testing::fresh_outbox_database().await;
+    let kafka = testing::kafka();
+    let config = Config {
+        port: 0,
+        databases: vec![SourceDatabase {
+            name: "orders".into(),
+            url,
+        }],
+        kafka: kafka.clone(),
+        relay: RelaySettings {
+            max_attempts: 2,
+            retry_base: Duration::from_millis(10),
+            poll_interval: Duration::from_millis(100),
+            ..RelaySettings::default()
+        },
+        admin_token: Some(TOKEN.into()),
+    };
+    let app = Application::build(config).await.unwrap();
+    let service = Spawned::spawn(app.port(), |shutdown| app.run(shutdown));
+    Admin {
+        pool,
+        kafka,
+        http: testing::http(),
+        service,
+    }
+}
+
+#[tokio::test]
+async fn parked_events_are_listed_retried_and_skipped_through_the_admin_api() {
+    let admin = spawn_relay().await;
+
+    // Without the token: nothing.
+    let anonymous = admin
+        .http
+        .get(format!("{}/admin/parked", admin.service.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let wrong = admin
+        .http
+        .post(format!(
+            "{}/admin/events/orders/{}/skip",
+            admin.service.address,
+            Uuid::now_v7()
+        ))
+        .bearer_auth("guess")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+
+    // a/1 cannot be published: parked after two attempts; a/2 waits behind it; b goes on.
+    let a1 = write(&admin.pool, "a", true).await;
+    let a2 = write(&admin.pool, "a", false).await;
+    let b1 = write(&admin.pool, "b", false).await;
+    admin.wait_until_parked(a1).await;
+    assert_eq!(admin.wait_until_done(b1).await, (true, false));
+    let parked = admin.parked().await;
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0]["attempts"], 2);
+    assert_eq!(parked[0]["database"], "orders");
+    assert!(parked[0]["last_error"]
+        .as_str()
+        .is_some_and(|e| !e.is_empty()));
+    let a2_published: bool =
+        sqlx::query_scalar("select published_at is not null from outbox where id = $1")
+            .bind(a2)
+            .fetch_one(&admin.pool)
+            .await
+            .unwrap();
+    assert!(!a2_published, "a/2 must not overtake the parked a/1");
+
+    // Retry one after fixing it: a/1 then a/2 go out.
+    admin.fix(a1).await;
+    let retried = admin
+        .post(&format!("/admin/events/orders/{a1}/retry"))
+        .await;
+    assert_eq!(retried.status(), 200);
+    assert_eq!(admin.wait_until_done(a1).await, (true, false));
+    assert_eq!(admin.wait_until_done(a2).await, (true, false));
+    let messages = testing::read_topic(&admin.kafka, &admin.kafka.topic_for("ping"), 3, WAIT).await;
+    let ids: Vec<String> = messages
+        .iter()
+        .filter_map(|m| testing::header(m, "id"))
+        .collect();
+    assert_eq!(ids, [b1.to_string(), a1.to_string(), a2.to_string()]);
+    assert_eq!(
+        testing::header(&messages[0], "schema-version").as_deref(),
+        Some("1")
+    );
+
+    // Skip one: c/1 is never published, c/2 goes on.
+    let c1 = write(&admin.pool, "c", true).await;
+    let c2 = write(&admin.pool, "c", false).await;
+    admin.wait_until_parked(c1).await;
+    assert_eq!(
+        admin
+            .post(&format!("/admin/events/orders/{c1}/skip"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(admin.wait_until_done(c2).await, (true, false));
+    assert_eq!(admin.wait_until_done(c1).await, (false, true));
+
+    // Retry a whole aggregate.
+    let d1 = write(&admin.pool, "d", true).await;
+    admin.wait_until_parked(d1).await;
+    admin.fix(d1).await;
+    let response = admin.post("/admin/aggregates/orders/ping/d/retry").await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["changed"], 1);
+    assert_eq!(admin.wait_until_done(d1).await, (true, false));
+
+    // Nothing left to act on, and unknown names are 404.
+    assert!(admin.parked().await.is_empty());
+    assert_eq!(
+        admin
+            .post(&format!("/admin/events/orders/{d1}/retry"))
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(
+        admin
+            .post(&format!("/admin/events/nowhere/{d1}/skip"))
+            .await
+            .status(),
+        404
+    );
+}
+
+#[tokio::test]
+async fn the_status_page_shows_pending_parked_and_recent_events() {
+    let admin = spawn_relay().await;
+    let parked = write(&admin.pool, "p", true).await;
+    let fine = write(&admin.pool, "q", false).await;
+    admin.wait_until_parked(parked).await;
+    admin.wait_until_done(fine).await;
+
+    let status: Value = admin
+        .http
+        .get(format!("{}/status.json", admin.service.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let orders = &status["databases"][0];
+    assert_eq!(orders["database"], "orders");
+    assert_eq!(orders["stats"]["parked"], 1);
+    assert_eq!(orders["stats"]["pending"], 0);
+    assert!(orders["stats"]["published_per_second"].as_f64().unwrap() > 0.0);
+    assert_eq!(orders["recent"].as_array().unwrap().len(), 2);
+
+    let page = admin
+        .http
+        .get(format!("{}/", admin.service.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("<h2>orders</h2>"));
+    assert!(html.contains(&parked.to_string()));
+    assert!(html.contains("class=parked>parked"));
+
+    let metrics = admin
+        .http
+        .get(format!("{}/metrics", admin.service.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("outbox_published_total"), "{metrics}");
+    assert!(metrics.contains("outbox_publish_latency_seconds"));
+}
