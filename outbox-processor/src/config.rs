@@ -57,6 +57,44 @@ impl Default for RelaySettings {
 }
 
 impl RelaySettings {
+    /// Rejects settings that would stall the relay or defeat the lease.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |name: &str, value: String, reason: &str| ConfigError {
+            name: name.into(),
+            value,
+            reason: reason.into(),
+        };
+        if self.batch_size < 1 {
+            return Err(bad(
+                "RELAY_BATCH_SIZE",
+                self.batch_size.to_string(),
+                "must be at least 1",
+            ));
+        }
+        if self.max_attempts < 1 {
+            return Err(bad(
+                "RELAY_MAX_ATTEMPTS",
+                self.max_attempts.to_string(),
+                "must be at least 1",
+            ));
+        }
+        if self.retention_batch < 1 {
+            return Err(bad(
+                "RELAY_RETENTION_BATCH",
+                self.retention_batch.to_string(),
+                "must be at least 1",
+            ));
+        }
+        if self.lease < Duration::from_secs(3) {
+            return Err(bad(
+                "RELAY_LEASE_MS",
+                self.lease.as_millis().to_string(),
+                "must be at least 3000 (a send gets a third of it, at least 1 s)",
+            ));
+        }
+        Ok(())
+    }
+
     /// The producer's delivery timeout: a third of the lease, at least one second.
     pub fn send_timeout(&self) -> Duration {
         (self.lease / 3).max(Duration::from_secs(1))
@@ -86,7 +124,7 @@ impl Config {
         })?;
         let d = RelaySettings::default();
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        Ok(Self {
+        let config = Self {
             port: config::var("PORT", 8080)?,
             databases,
             kafka: KafkaConfig::from_env()?,
@@ -109,7 +147,9 @@ impl Config {
                 .ok()
                 .filter(|t| !t.trim().is_empty())
                 .map(secrecy::SecretString::from),
-        })
+        };
+        config.relay.validate()?;
+        Ok(config)
     }
 }
 
@@ -157,6 +197,25 @@ mod tests {
         assert_eq!(
             dbs[1].url.expose_secret(),
             "postgres://postgres@127.0.0.1:5432/inventory"
+        );
+    }
+
+    #[test]
+    fn settings_that_would_stall_the_relay_are_refused() {
+        assert!(RelaySettings::default().validate().is_ok());
+        let zero_batch = RelaySettings {
+            batch_size: 0,
+            ..RelaySettings::default()
+        };
+        assert_eq!(zero_batch.validate().unwrap_err().name, "RELAY_BATCH_SIZE");
+        let short_lease = RelaySettings {
+            lease: Duration::from_millis(500),
+            ..RelaySettings::default()
+        };
+        assert_eq!(short_lease.validate().unwrap_err().name, "RELAY_LEASE_MS");
+        assert_eq!(
+            RelaySettings::default().send_timeout(),
+            Duration::from_secs(10)
         );
     }
 
