@@ -14,7 +14,9 @@ pub fn init(service: &'static str) {
     let result = if json {
         fmt().with_env_filter(filter).json().try_init()
     } else {
-        fmt().with_env_filter(filter).try_init()
+        // Colours only on a terminal: log files stay greppable.
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+        fmt().with_env_filter(filter).with_ansi(ansi).try_init()
     };
     if result.is_ok() {
         tracing::info!(service, "telemetry initialised");

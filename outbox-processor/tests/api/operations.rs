@@ -123,6 +123,10 @@ impl Admin {
 }
 
 async fn spawn_relay() -> Admin {
+    spawn_relay_polling_every(Duration::from_millis(100)).await
+}
+
+async fn spawn_relay_polling_every(poll_interval: Duration) -> Admin {
     let (url, pool) = testing::fresh_outbox_database().await;
     let kafka = testing::kafka();
     let config = Config {
@@ -135,7 +139,7 @@ async fn spawn_relay() -> Admin {
         relay: RelaySettings {
             max_attempts: 2,
             retry_base: Duration::from_millis(10),
-            poll_interval: Duration::from_millis(100),
+            poll_interval,
             ..RelaySettings::default()
         },
         admin_token: Some(TOKEN.into()),
@@ -304,4 +308,20 @@ async fn the_status_page_shows_pending_parked_and_recent_events() {
         .unwrap();
     assert!(metrics.contains("outbox_published_total"), "{metrics}");
     assert!(metrics.contains("outbox_publish_latency_seconds"));
+}
+
+#[tokio::test]
+async fn a_commit_wakes_the_relay_without_waiting_for_the_poll() {
+    // Polling alone would take a minute; NOTIFY at commit makes it immediate.
+    let admin = spawn_relay_polling_every(Duration::from_secs(60)).await;
+    // Let the relay's first (empty) batch pass, so only a notification can wake it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let id = write(&admin.pool, "n", false).await;
+    let started = std::time::Instant::now();
+    admin.wait_until_done(id).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
 }
