@@ -6,7 +6,11 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use shared::events::{OrderLine, RejectionCode, RejectionReason, ReservedLine};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(example = json!({
+    "sku": "KEYBOARD-01", "name": "Mechanical keyboard", "unit_price_cents": 8999,
+    "currency": "EUR", "on_hand": 98, "reserved": 2
+}))]
 pub struct Product {
     pub sku: String,
     pub name: String,

@@ -3,9 +3,10 @@
 use axum::{extract::State, response::IntoResponse, routing::get, Router};
 use serde::Serialize;
 use shared::{
-    health::{self, HealthReport},
-    http::{Json, Path},
+    health::{self, Check, HealthReport},
+    http::{Json, Path, Problem},
 };
+use utoipa::OpenApi;
 
 use crate::{db, domain::Product, error::ApiError, startup::AppState};
 
@@ -15,14 +16,29 @@ pub fn router(state: AppState) -> Router {
         .route("/products/{sku}", get(get_product))
         .route("/health", get(health))
         .with_state(state)
+        .merge(shared::http::openapi_route(ApiDoc::openapi()))
 }
 
-#[derive(Debug, Serialize)]
+/// The OpenAPI description served at `/openapi.json`.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "inventory-service",
+        description = "Owns products, prices and stock; reserves stock for orders from Kafka and answers through its own outbox."
+    ),
+    paths(list_products, get_product, health),
+    components(schemas(Problem, HealthReport, Check))
+)]
+pub struct ApiDoc;
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProductList {
     pub items: Vec<Product>,
 }
 
 /// `GET /products`: every product with its price, stock on hand and reserved stock.
+#[utoipa::path(get, path = "/products", tag = "products",
+    responses((status = 200, description = "Every product, by SKU", body = ProductList)))]
 pub async fn list_products(State(state): State<AppState>) -> Result<Json<ProductList>, ApiError> {
     Ok(Json(ProductList {
         items: db::list_products(&state.pool).await?,
@@ -30,6 +46,12 @@ pub async fn list_products(State(state): State<AppState>) -> Result<Json<Product
 }
 
 /// `GET /products/{sku}`.
+#[utoipa::path(get, path = "/products/{sku}", tag = "products",
+    params(("sku" = String, Path, description = "SKU, case-insensitive", example = "KEYBOARD-01")),
+    responses(
+        (status = 200, description = "The product", body = Product),
+        (status = 404, description = "No such product", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn get_product(
     State(state): State<AppState>,
     Path(sku): Path<String>,
@@ -41,6 +63,9 @@ pub async fn get_product(
         .ok_or(ApiError::ProductNotFound(sku))
 }
 
+/// 200 when PostgreSQL and Kafka answer, 503 with the failing check otherwise.
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses((status = 200, body = HealthReport), (status = 503, body = HealthReport)))]
 async fn health(State(state): State<AppState>) -> impl IntoResponse {
     HealthReport::new()
         .check("postgres", health::postgres(&state.pool).await)

@@ -3,9 +3,10 @@
 use axum::{extract::State, response::IntoResponse, routing::get, Router};
 use serde::{Deserialize, Serialize};
 use shared::{
-    health::{self, HealthReport},
-    http::{Json, Path, Query},
+    health::{self, Check, HealthReport},
+    http::{Json, Path, Problem, Query},
 };
+use utoipa::OpenApi;
 use uuid::Uuid;
 
 use crate::{
@@ -20,10 +21,29 @@ pub fn router(state: AppState) -> Router {
         .route("/invoices/{order_id}", get(get_invoice))
         .route("/health", get(health))
         .with_state(state)
+        .merge(shared::http::openapi_route(ApiDoc::openapi()))
 }
 
+/// The OpenAPI description served at `/openapi.json`.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "invoice-service",
+        description = "Stores exactly one invoice per confirmed order in MongoDB, whatever Kafka redelivers."
+    ),
+    paths(list_invoices, get_invoice, health),
+    components(schemas(Problem, HealthReport, Check))
+)]
+pub struct ApiDoc;
+
 /// An invoice as the API shows it (the stored document uses BSON dates).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "order_id": "01a208a8-821e-7361-be6f-66d7a0c09f70", "customer_id": "cust-42", "currency": "EUR",
+    "lines": [{"sku": "KEYBOARD-01", "quantity": 2, "unit_price_cents": 8999, "line_total_cents": 17998}],
+    "total_cents": 17998, "issued_at": "2026-11-23T13:46:31.412Z",
+    "event_id": "01a208a8-8371-7c2e-9a5e-2b0c8e1f4a10"
+}))]
 pub struct InvoiceView {
     pub order_id: String,
     pub customer_id: String,
@@ -52,18 +72,24 @@ impl From<Invoice> for InvoiceView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct InvoiceList {
     pub items: Vec<InvoiceView>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// 1 to 100, default 20.
     pub limit: Option<i64>,
 }
 
 /// `GET /invoices?limit=20`: newest first.
+#[utoipa::path(get, path = "/invoices", tag = "invoices", params(ListParams),
+    responses(
+        (status = 200, description = "Invoices, newest first", body = InvoiceList),
+        (status = 400, description = "Bad limit", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn list_invoices(
     State(state): State<AppState>,
     Query(params): Query<ListParams>,
@@ -83,6 +109,12 @@ pub async fn list_invoices(
 }
 
 /// `GET /invoices/{order_id}`: 404 until the order is confirmed and its event consumed.
+#[utoipa::path(get, path = "/invoices/{order_id}", tag = "invoices",
+    params(("order_id" = Uuid, Path, description = "The order's id")),
+    responses(
+        (status = 200, description = "The order's invoice", body = InvoiceView),
+        (status = 404, description = "No invoice (yet): the order is pending, rejected or unknown", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn get_invoice(
     State(state): State<AppState>,
     Path(order_id): Path<Uuid>,
@@ -94,6 +126,9 @@ pub async fn get_invoice(
         .ok_or(ApiError::InvoiceNotFound(order_id))
 }
 
+/// 200 when MongoDB and Kafka answer, 503 with the failing check otherwise.
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses((status = 200, body = HealthReport), (status = 503, body = HealthReport)))]
 async fn health(State(state): State<AppState>) -> impl IntoResponse {
     HealthReport::new()
         .check("mongodb", health::mongo(&state.db).await)

@@ -66,7 +66,7 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
     }
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct ParkedEvent {
     #[sqlx(default)]
     pub database: String,
@@ -82,13 +82,15 @@ pub struct ParkedEvent {
     pub parked_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ParkedList {
     pub items: Vec<ParkedEvent>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ParkedParams {
+    /// Only this database (a name from `OUTBOX_DATABASES`).
     pub database: Option<String>,
 }
 
@@ -109,7 +111,14 @@ pub async fn parked(pool: &PgPool, database: &str) -> Result<Vec<ParkedEvent>, s
 }
 
 /// `GET /admin/parked[?database=orders]`.
-async fn list_parked(
+#[utoipa::path(get, path = "/admin/parked", tag = "admin", params(ParkedParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Parked events, oldest first", body = ParkedList),
+        (status = 401, description = "Missing or wrong token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Admin API disabled (no RELAY_ADMIN_TOKEN)", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_parked(
     State(state): State<AppState>,
     Query(params): Query<ParkedParams>,
 ) -> Result<Json<ParkedList>, Problem> {
@@ -123,14 +132,22 @@ async fn list_parked(
     Ok(Json(ParkedList { items }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Changed {
     pub database: String,
     pub changed: u64,
 }
 
 /// `POST /admin/events/{database}/{id}/retry`: the parked event is due again now.
-async fn retry_event(
+#[utoipa::path(post, path = "/admin/events/{database}/{id}/retry", tag = "admin",
+    params(("database" = String, Path), ("id" = Uuid, Path)),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Due again, attempts reset", body = Changed),
+        (status = 401, description = "Missing or wrong token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such database, or no parked event with this id", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn retry_event(
     State(state): State<AppState>,
     Path((database, id)): Path<(String, Uuid)>,
 ) -> Result<Json<Changed>, Problem> {
@@ -149,7 +166,15 @@ async fn retry_event(
 
 /// `POST /admin/aggregates/{database}/{aggregatetype}/{aggregateid}/retry`: every parked
 /// event of one aggregate.
-async fn retry_aggregate(
+#[utoipa::path(post, path = "/admin/aggregates/{database}/{aggregatetype}/{aggregateid}/retry", tag = "admin",
+    params(("database" = String, Path), ("aggregatetype" = String, Path), ("aggregateid" = String, Path)),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "How many parked events are due again (may be 0)", body = Changed),
+        (status = 401, description = "Missing or wrong token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such database", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn retry_aggregate(
     State(state): State<AppState>,
     Path((database, aggregatetype, aggregateid)): Path<(String, String, String)>,
 ) -> Result<Json<Changed>, Problem> {
@@ -171,7 +196,15 @@ async fn retry_aggregate(
 
 /// `POST /admin/events/{database}/{id}/skip`: the parked event is never published, and stops
 /// blocking its aggregate. It stays in the table (until retention) for the record.
-async fn skip_event(
+#[utoipa::path(post, path = "/admin/events/{database}/{id}/skip", tag = "admin",
+    params(("database" = String, Path), ("id" = Uuid, Path)),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Skipped: never published, no longer blocking", body = Changed),
+        (status = 401, description = "Missing or wrong token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such database, or no parked event with this id", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn skip_event(
     State(state): State<AppState>,
     Path((database, id)): Path<(String, Uuid)>,
 ) -> Result<Json<Changed>, Problem> {

@@ -524,7 +524,7 @@ impl Relay {
 }
 
 /// Pending work of one database, as the status page and the gauges show it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct Stats {
     pub pending: i64,
     pub parked: i64,

@@ -19,7 +19,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct RecentEvent {
     pub id: Uuid,
     #[sqlx(rename = "type")]
@@ -33,7 +33,7 @@ pub struct RecentEvent {
     pub last_error: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DatabaseStatus {
     pub database: String,
     /// `None` when the database could not be read; `error` says why.
@@ -43,7 +43,7 @@ pub struct DatabaseStatus {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Status {
     pub databases: Vec<DatabaseStatus>,
 }
@@ -78,7 +78,10 @@ async fn status(state: &AppState) -> Status {
     Status { databases }
 }
 
-async fn json(State(state): State<AppState>) -> Result<Json<Status>, Problem> {
+/// The status page's numbers, per database.
+#[utoipa::path(get, path = "/status.json", tag = "operations",
+    responses((status = 200, description = "Pending, parked, rates and recent events per database", body = Status)))]
+pub async fn json(State(state): State<AppState>) -> Result<Json<Status>, Problem> {
     Ok(Json(status(&state).await))
 }
 

@@ -56,7 +56,7 @@ pub struct StockReserved {
     pub lines: Vec<ReservedLine>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RejectionCode {
     UnknownSku,
@@ -65,7 +65,7 @@ pub enum RejectionCode {
 }
 
 /// Why inventory turned an order down; the order shows it to the customer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RejectionReason {
     pub code: RejectionCode,
     pub message: String,

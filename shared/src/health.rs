@@ -6,7 +6,7 @@ use rdkafka::producer::FutureProducer;
 use serde::Serialize;
 use sqlx::PgPool;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Check {
     pub name: String,
     pub ok: bool,
@@ -14,8 +14,10 @@ pub struct Check {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct HealthReport {
+    /// `ok`, or `unavailable` (with status 503).
+    #[schema(value_type = String)]
     pub status: &'static str,
     pub checks: Vec<Check>,
 }

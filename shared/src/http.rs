@@ -15,9 +15,16 @@ use tower_http::trace::TraceLayer;
 
 /// An RFC 9457 problem: every error a client sees has this shape, with
 /// `Content-Type: application/problem+json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "type": "about:blank", "title": "Invalid order", "status": 422,
+    "detail": "the order is invalid",
+    "errors": [{"field": "items[0].quantity", "message": "must be between 1 and 1000000"}]
+}))]
 pub struct Problem {
+    /// Always `about:blank`: the status and title say what happened.
     #[serde(rename = "type")]
+    #[schema(value_type = String)]
     pub kind: &'static str,
     pub title: String,
     pub status: u16,
@@ -28,7 +35,7 @@ pub struct Problem {
     pub errors: Vec<FieldError>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
@@ -176,6 +183,18 @@ pub async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
+}
+
+/// Serves an OpenAPI document at `/openapi.json`.
+pub fn openapi_route(doc: utoipa::openapi::OpenApi) -> Router {
+    let doc = std::sync::Arc::new(doc);
+    Router::new().route(
+        "/openapi.json",
+        get(move || {
+            let doc = doc.clone();
+            async move { axum::Json(doc.as_ref().clone()) }
+        }),
+    )
 }
 
 /// Binds `0.0.0.0:port` (port 0 picks a free one, which tests use).

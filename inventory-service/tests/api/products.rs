@@ -30,4 +30,8 @@ async fn the_seeded_catalogue_is_listed_with_prices_and_stock() {
         "application/problem+json"
     );
     assert_eq!(app.get("/health").await.status(), 200);
+
+    let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
+    assert!(doc["paths"]["/products"]["get"].is_object());
+    assert!(doc["paths"]["/products/{sku}"]["get"]["responses"]["404"].is_object());
 }

@@ -180,4 +180,7 @@ async fn other_order_events_are_ignored_and_bad_ones_dead_lettered() {
     assert_eq!(app.get("/invoices/not-a-uuid").await.status(), 404);
     assert_eq!(app.get("/invoices?limit=1000").await.status(), 400);
     assert_eq!(app.get("/health").await.status(), 200);
+    let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
+    assert!(doc["paths"]["/invoices/{order_id}"]["get"]["responses"]["404"].is_object());
+    assert!(doc["paths"]["/invoices"]["get"]["responses"]["400"].is_object());
 }

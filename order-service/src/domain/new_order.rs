@@ -5,16 +5,22 @@ use serde::Deserialize;
 use shared::http::FieldError;
 
 /// The raw request body, as a client sends it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "customer_id": "cust-42",
+    "items": [{"sku": "KEYBOARD-01", "quantity": 2}, {"sku": "MOUSE-01", "quantity": 1}]
+}))]
 pub struct CreateOrderRequest {
+    /// 1 to 64 letters, digits, `-`, `_` or `.`.
     pub customer_id: String,
     pub items: Vec<CreateOrderItem>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct CreateOrderItem {
+    /// A product's SKU (case-insensitive); each SKU at most once per order.
     pub sku: String,
-    /// Signed, so that `-1` gets a clear validation message instead of a type error.
+    /// 1 to 1,000,000. (Signed, so that `-1` gets a clear validation message.)
     pub quantity: i64,
 }
 

@@ -6,7 +6,9 @@ use shared::events::{PricedLine, RejectionReason, StockReserved};
 use uuid::Uuid;
 
 /// PENDING until inventory answers; then CONFIRMED or REJECTED, never back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 #[sqlx(type_name = "text", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OrderStatus {
@@ -15,7 +17,7 @@ pub enum OrderStatus {
     Rejected,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct OrderItem {
     pub sku: String,
     pub quantity: u32,
@@ -23,7 +25,17 @@ pub struct OrderItem {
     pub line_total_cents: Option<i64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// An order. Prices, totals and currency are `null` until inventory reserved the stock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "id": "01a208a8-821e-7361-be6f-66d7a0c09f70", "customer_id": "cust-42", "status": "CONFIRMED",
+    "items": [
+        {"sku": "KEYBOARD-01", "quantity": 2, "unit_price_cents": 8999, "line_total_cents": 17998},
+        {"sku": "MOUSE-01", "quantity": 1, "unit_price_cents": 2999, "line_total_cents": 2999}
+    ],
+    "currency": "EUR", "total_cents": 20997, "rejection_reason": null,
+    "created_at": "2026-11-23T13:46:30.814466Z", "updated_at": "2026-11-23T13:46:31.153375Z"
+}))]
 pub struct Order {
     pub id: Uuid,
     pub customer_id: String,

@@ -15,7 +15,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use shared::{
     events::{OrderLine, OrderPlaced},
-    http::{Json, Path, Query},
+    http::{Json, Path, Problem, Query},
     outbox, trace,
 };
 use uuid::Uuid;
@@ -35,6 +35,24 @@ pub fn router() -> Router<AppState> {
 
 /// `POST /orders`: 201 with the PENDING order. With an `Idempotency-Key`, a retry returns the
 /// first order (same status, header `Idempotent-Replayed: true`) instead of creating another.
+#[utoipa::path(
+    post, path = "/orders", tag = "orders",
+    request_body = CreateOrderRequest,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters; a retry with the same key and body returns the first order"),
+        ("traceparent" = Option<String>, Header, description = "W3C trace context to carry through every service; a new trace is started without one"),
+    ),
+    responses(
+        (status = 201, description = "Order accepted, PENDING until inventory answers", body = Order,
+         headers(("location" = String, description = "/orders/{id}"),
+                 ("idempotent-replayed" = String, description = "`true` when this is the first order, replayed"),
+                 ("traceparent" = String, description = "the trace the order's events carry"))),
+        (status = 400, description = "Body is not JSON, or a malformed Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Content-Type is not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid order (every invalid field listed in `errors`), or an Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Unexpected failure; nothing was written", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn create_order(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -119,6 +137,14 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiErr
 }
 
 /// `GET /orders/{id}`.
+#[utoipa::path(
+    get, path = "/orders/{id}", tag = "orders",
+    params(("id" = Uuid, Path, description = "Order id")),
+    responses(
+        (status = 200, description = "The order", body = Order),
+        (status = 404, description = "No such order (or not a UUID)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn get_order(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
@@ -129,7 +155,8 @@ pub async fn get_order(
         .ok_or(ApiError::OrderNotFound(id))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// 1 to 100, default 20.
     pub limit: Option<i64>,
@@ -137,7 +164,7 @@ pub struct ListParams {
     pub cursor: Option<Uuid>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OrderPage {
     pub items: Vec<Order>,
     /// Pass as `cursor` to get the next (older) page; absent on the last page.
@@ -146,6 +173,14 @@ pub struct OrderPage {
 }
 
 /// `GET /orders?limit=20&cursor=...`: newest first.
+#[utoipa::path(
+    get, path = "/orders", tag = "orders",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of orders, newest first", body = OrderPage),
+        (status = 400, description = "Bad limit, or a cursor that names no order", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn list_orders(
     State(state): State<AppState>,
     Query(params): Query<ListParams>,

@@ -230,3 +230,32 @@ async fn health_reports_database_and_broker() {
         .unwrap();
     assert_eq!(metrics.status(), 200);
 }
+
+#[tokio::test]
+async fn the_openapi_description_documents_every_endpoint_and_its_errors() {
+    let app = spawn_app().await;
+    let doc: Value = app
+        .http
+        .get(format!("{}/openapi.json", app.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let post = &doc["paths"]["/orders"]["post"];
+    for status in ["201", "400", "415", "422", "500"] {
+        assert!(
+            post["responses"][status].is_object(),
+            "POST /orders documents {status}"
+        );
+    }
+    assert_eq!(
+        post["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/CreateOrderRequest"
+    );
+    assert!(doc["components"]["schemas"]["CreateOrderRequest"]["example"].is_object());
+    assert!(doc["paths"]["/orders/{id}"]["get"]["responses"]["404"].is_object());
+    assert!(doc["paths"]["/orders"]["get"].is_object());
+    assert!(doc["paths"]["/health"]["get"].is_object());
+}

@@ -308,6 +308,23 @@ async fn the_status_page_shows_pending_parked_and_recent_events() {
         .unwrap();
     assert!(metrics.contains("outbox_published_total"), "{metrics}");
     assert!(metrics.contains("outbox_publish_latency_seconds"));
+
+    let doc: Value = admin
+        .http
+        .get(format!("{}/openapi.json", admin.service.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        doc["paths"]["/admin/events/{database}/{id}/skip"]["post"]["responses"]["401"].is_object()
+    );
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
 }
 
 #[tokio::test]
