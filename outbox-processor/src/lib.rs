@@ -10,6 +10,7 @@
 //! - [`status`]: the status page a person reads at `/`, and `/status.json`.
 //! - [`admin`]: parked events, retry and skip (bearer token).
 //! - [`routes`]: port 8080 put together, with `/health` (and `/metrics` from `shared`).
+//! - [`verify`]: the whole-system checker behind `outbox-verify` (no event lost, none applied twice).
 //! - [`startup`], [`config`].
 
 pub mod admin;
@@ -18,3 +19,4 @@ pub mod relay;
 pub mod routes;
 pub mod startup;
 pub mod status;
+pub mod verify;

@@ -9,11 +9,15 @@ use shared::{config::KafkaConfig, testing};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use outbox_processor::config::{RelaySettings, SourceDatabase};
+use outbox_processor::{
+    config::{RelaySettings, SourceDatabase},
+    verify::{verify, Sources},
+};
 
 const WAIT: Duration = Duration::from_secs(20);
 
 struct System {
+    sources: Sources,
     orders: String,
     inventory: String,
     invoices: String,
@@ -33,6 +37,15 @@ async fn spawn_system() -> System {
     let shutdown = CancellationToken::new();
     let orders_db = testing::fresh_database().await;
     let inventory_db = testing::fresh_database().await;
+    let mongodb_database = format!("invoices_test_{}", Uuid::new_v4().simple());
+    let sources = Sources {
+        orders: orders_db.clone(),
+        inventory: inventory_db.clone(),
+        mongodb_uri: SecretString::from(testing::mongo_uri()),
+        mongodb_database: mongodb_database.clone(),
+        kafka: kafka.clone(),
+        settle: Duration::from_secs(20),
+    };
 
     let orders = order_service::startup::Application::build(order_service::config::Config {
         port: 0,
@@ -54,7 +67,7 @@ async fn spawn_system() -> System {
     let invoices = invoice_service::startup::Application::build(invoice_service::config::Config {
         port: 0,
         mongodb_uri: SecretString::from(testing::mongo_uri()),
-        mongodb_database: format!("invoices_test_{}", Uuid::new_v4().simple()),
+        mongodb_database,
         kafka: kafka.clone(),
     })
     .await
@@ -79,6 +92,7 @@ async fn spawn_system() -> System {
     .expect("outbox-processor");
 
     let system = System {
+        sources,
         orders: format!("http://127.0.0.1:{}", orders.port()),
         inventory: format!("http://127.0.0.1:{}", inventory.port()),
         invoices: format!("http://127.0.0.1:{}", invoices.port()),
@@ -163,6 +177,45 @@ async fn an_order_travels_through_every_service() {
     .expect("an invoice for the confirmed order");
     assert_eq!(invoice["total_cents"], order["total_cents"]);
     assert_eq!(invoice["lines"].as_array().unwrap().len(), 2);
+
+    // The whole system agrees with itself.
+    let report = verify(&system.sources)
+        .await
+        .expect("verifier reads the system");
+    assert!(report.ok(), "{report}");
+    assert_eq!(
+        (report.orders, report.confirmed, report.invoices),
+        (1, 1, 1)
+    );
+    assert!(
+        report.messages >= 3,
+        "OrderPlaced, StockReserved, OrderConfirmed: {report}"
+    );
+
+    // And it notices when it does not: a lost invoice and stock that leaked.
+    let mongo = mongodb::Client::with_uri_str(testing::mongo_uri())
+        .await
+        .unwrap();
+    mongo
+        .database(&system.sources.mongodb_database)
+        .collection::<mongodb::bson::Document>("invoices")
+        .delete_many(mongodb::bson::doc! {})
+        .await
+        .unwrap();
+    let inventory = shared::db::connect(&system.sources.inventory, 1)
+        .await
+        .unwrap();
+    sqlx::query("update products set on_hand = on_hand - 1 where sku = 'MOUSE-01'")
+        .execute(&inventory)
+        .await
+        .unwrap();
+    let report = verify(&system.sources).await.unwrap();
+    let violations = report.violations.join("\n");
+    assert!(
+        violations.contains("confirmed but has no invoice"),
+        "{violations}"
+    );
+    assert!(violations.contains("MOUSE-01: on_hand"), "{violations}");
 }
 
 #[tokio::test]
