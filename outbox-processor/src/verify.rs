@@ -335,8 +335,11 @@ fn check_topic(kafka: &KafkaConfig, topic: &str, report: &mut Report) -> Result<
     Ok(())
 }
 
+/// A message as the verifier sees it: its key and its `id` header.
+type Delivery = (Vec<u8>, Option<Uuid>);
+
 /// (key, id header) of every message of `topic`, partition by partition, up to the end.
-fn read_all(kafka: &KafkaConfig, topic: &str) -> Result<Vec<(Vec<u8>, Option<Uuid>)>, VerifyError> {
+fn read_all(kafka: &KafkaConfig, topic: &str) -> Result<Vec<Delivery>, VerifyError> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &kafka.brokers)
         .set("group.id", format!("verify-{}", Uuid::new_v4()))
