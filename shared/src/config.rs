@@ -61,6 +61,33 @@ pub struct KafkaConfig {
     pub topic_prefix: String,
     /// Partitions for the topics we create (the local broker does not auto-create topics).
     pub partitions: i32,
+    /// How consumers get their partitions.
+    pub assignment: Assignment,
+}
+
+/// How a consumer gets its partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Assignment {
+    /// A consumer group: instances of a service share the partitions, and a crashed
+    /// instance's partitions move to the others after its session times out. The default.
+    #[default]
+    Group,
+    /// One instance takes every partition itself and commits its offsets under the group id.
+    /// No rebalances, so a restart resumes at once; for brokers whose group coordinator
+    /// stalls when a member is killed mid-rebalance (tansu 0.6, see the failure lab).
+    Manual,
+}
+
+impl std::str::FromStr for Assignment {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "group" => Ok(Self::Group),
+            "manual" => Ok(Self::Manual),
+            other => Err(format!("{other:?} is neither \"group\" nor \"manual\"")),
+        }
+    }
 }
 
 impl KafkaConfig {
@@ -69,6 +96,7 @@ impl KafkaConfig {
             brokers: string("KAFKA_BROKERS", "127.0.0.1:9092"),
             topic_prefix: string("KAFKA_TOPIC_PREFIX", ""),
             partitions: var("KAFKA_TOPIC_PARTITIONS", 3)?,
+            assignment: var("KAFKA_CONSUMER_ASSIGNMENT", Assignment::Group)?,
         })
     }
 
@@ -120,6 +148,7 @@ mod tests {
             brokers: "x".into(),
             topic_prefix: "t1.".into(),
             partitions: 1,
+            assignment: Assignment::Group,
         };
         assert_eq!(k.topic_for("order"), "t1.outbox.event.order");
         assert_eq!(

@@ -20,13 +20,13 @@ use rdkafka::{
     error::{KafkaError, RDKafkaErrorCode},
     message::{BorrowedMessage, Header, Headers, OwnedHeaders},
     producer::{FutureProducer, FutureRecord, Producer},
-    ClientConfig, Message,
+    ClientConfig, Message, Offset, TopicPartitionList,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{
-    config::KafkaConfig,
+    config::{Assignment, KafkaConfig},
     envelope::{header, Envelope},
 };
 
@@ -169,7 +169,13 @@ async fn consume<H: EventHandler>(
     all_topics.push(dead_letter_topic.clone());
     ensure_topics(&settings.kafka, &all_topics).await?;
 
-    let consumer: StreamConsumer = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    // librdkafka's own debug contexts (e.g. `cgrp` for group membership), for diagnosis.
+    if let Ok(debug) = std::env::var("KAFKA_DEBUG") {
+        config.set("debug", debug);
+    }
+
+    let consumer: StreamConsumer = config
         .set("bootstrap.servers", &settings.kafka.brokers)
         .set("group.id", &group_id)
         // We commit by hand, after the handler's transaction: never before.
@@ -179,9 +185,34 @@ async fn consume<H: EventHandler>(
         // Don't let the broker hold a fetch for long when there is little to read: events
         // hop through three consumers on their way, and each wait adds up end to end.
         .set("fetch.wait.max.ms", "50")
+        // A consumer that crashes never says goodbye: the group waits for its session to
+        // expire (and, on some brokers, for the rebalance timeout, which is
+        // max.poll.interval.ms) before its partitions move on. Keep both short so a crash
+        // stalls its partitions for seconds, not minutes. A handler retrying a transient error
+        // for longer than max.poll.interval.ms is taken out of the group and rejoins: its
+        // uncommitted message is redelivered, and the inbox makes that harmless.
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "1500")
+        .set("max.poll.interval.ms", "20000")
         .create()?;
     let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&topics)?;
+    match settings.kafka.assignment {
+        Assignment::Group => consumer.subscribe(&topics)?,
+        Assignment::Manual => {
+            // Every partition, resuming from the group's committed offsets: no group
+            // membership, so no rebalance to wait for after a crash. One instance only.
+            let mut all = TopicPartitionList::new();
+            for topic in &topics {
+                let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+                for t in metadata.topics() {
+                    for p in t.partitions() {
+                        all.add_partition_offset(topic, p.id(), Offset::Stored)?;
+                    }
+                }
+            }
+            consumer.assign(&all)?;
+        }
+    }
     let dead_letters = producer(&settings.kafka)?;
     tracing::info!(group = %group_id, ?topics, "consumer started");
 

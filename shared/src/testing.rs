@@ -101,6 +101,7 @@ pub fn kafka() -> KafkaConfig {
         brokers: std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned()),
         topic_prefix: format!("test-{}.", Uuid::new_v4().simple()),
         partitions: 3,
+        assignment: crate::config::Assignment::Group,
     }
 }
 

@@ -1,0 +1,189 @@
+# shellcheck shell=bash
+# The failure lab and the chaos demo, sourced by scripts/stack (which owns the helpers used
+# here: start_service, ensure_tansu, pid_of, psql_admin, the database URLs, ...).
+#
+# Each scenario breaks the running stack with real signals and real connection kills while
+# orders stream in, brings it back, and ends with `outbox-verify`, which reads every database
+# and topic and fails on a lost event, an event applied twice, or broken per-order ordering.
+
+LAB_DIR="$STACK_DIR/lab"
+LAB_SCENARIOS=(broker relay consumers database)
+
+lab_header() { printf '\n==> failure lab: %s\n' "$*"; }
+
+# load COUNT DELAY_SECONDS: POST orders in the background; HTTP codes go to $LAB_DIR/codes.
+# Mostly small orders that fit the stock, some that cannot (rejected), as customers do.
+load_start() {
+  local count=$1 delay=$2
+  mkdir -p "$LAB_DIR"
+  : >"$LAB_DIR/codes"
+  (
+    local i sku qty
+    for ((i = 0; i < count; i++)); do
+      case $((RANDOM % 10)) in
+        0) sku=MONITOR-27 qty=50 ;;
+        1 | 2) sku=KEYBOARD-01 qty=1 ;;
+        3 | 4) sku=MOUSE-01 qty=1 ;;
+        *) sku=CABLE-USBC qty=1 ;;
+      esac
+      curl -s -o /dev/null -w '%{http_code}\n' --max-time 10 -X POST "http://127.0.0.1:9000/orders" \
+        -H 'Content-Type: application/json' \
+        -d "{\"customer_id\":\"lab\",\"items\":[{\"sku\":\"$sku\",\"quantity\":$qty}]}" \
+        >>"$LAB_DIR/codes" 2>/dev/null || echo 000 >>"$LAB_DIR/codes"
+      sleep "$delay"
+    done
+  ) &
+  LOAD_PID=$!
+}
+
+load_wait() { wait "$LOAD_PID" 2>/dev/null || true; }
+
+load_stop() {
+  kill "$LOAD_PID" 2>/dev/null || true
+  wait "$LOAD_PID" 2>/dev/null || true
+}
+
+load_summary() {
+  local ok other
+  ok=$(grep -c '^201$' "$LAB_DIR/codes" || true)
+  other=$(grep -vc '^201$' "$LAB_DIR/codes" || true)
+  log "load: $ok orders accepted (201), $other other answers (a request in flight during a kill may fail; nothing is half-written)"
+}
+
+# kill -9, as a crash would.
+crash() { # component
+  local pid
+  if pid=$(pid_of "$1"); then
+    log "lab: SIGKILL $1 (pid $pid)"
+    kill -KILL "$pid" 2>/dev/null || true
+    while alive "$pid"; do sleep 0.05; done
+    rm -f "$(pid_file "$1")"
+  fi
+}
+
+revive() { # component
+  case "$1" in
+    tansu) ensure_tansu ;;
+    *) start_service "$1" ;;
+  esac
+}
+
+rand_sleep() { # max_tenths: sleep 0.1 .. max/10 seconds
+  sleep "0.$((RANDOM % $1 + 1))"
+}
+
+verifier() {
+  local bin
+  bin="$(target_dir)/$(profile)/outbox-verify"
+  [[ -x $bin ]] || die "outbox-verify not built ($bin)"
+  env ORDERS_DATABASE_URL="$PG_ORDERS_URL" INVENTORY_DATABASE_URL="$PG_INVENTORY_URL" \
+    MONGODB_URI="$MONGO_URL" MONGODB_DATABASE="$INVOICES_DB" KAFKA_BROKERS="$KAFKA_ADDR" \
+    VERIFY_SETTLE_MS="${VERIFY_SETTLE_MS:-90000}" RUST_LOG=warn "$bin"
+}
+
+# 1. The broker goes away: orders are still accepted, outbox rows wait, everything is
+#    published once the broker is back.
+lab_broker() {
+  lab_header "broker unavailable"
+  crash tansu
+  load_start 15 0.05
+  load_wait
+  load_summary
+  local accepted waiting
+  accepted=$(grep -c '^201$' "$LAB_DIR/codes" || true)
+  [[ $accepted -eq 15 ]] || die "lab broker: only $accepted of 15 orders were accepted while the broker was down"
+  sleep 2
+  waiting=$(psql "$PG_ORDERS_URL" -Atc "select count(*) from outbox where published_at is null")
+  log "lab: $waiting outbox rows wait for the broker"
+  [[ $waiting -ge 15 ]] || die "lab broker: expected the 15 new events to wait in the outbox, found $waiting"
+  revive tansu
+  verifier
+}
+
+# 2. The relay is SIGKILLed at random moments (also between the broker's ack and its mark).
+lab_relay() {
+  lab_header "relay crashes"
+  load_start 60 0.03
+  local i
+  for i in 1 2 3 4 5; do
+    rand_sleep 9
+    crash outbox-processor
+    rand_sleep 5
+    revive outbox-processor
+  done
+  load_wait
+  load_summary
+  verifier
+}
+
+# 3. Consumers are SIGKILLed at random moments: before their database commit (the event is
+#    redelivered and applied then) or after it but before the offset commit (redelivered and
+#    skipped by the inbox).
+lab_consumers() {
+  lab_header "consumer crashes"
+  load_start 60 0.03
+  local victim
+  for victim in inventory-service order-service invoice-service inventory-service order-service; do
+    rand_sleep 9
+    crash "$victim"
+    rand_sleep 5
+    revive "$victim"
+  done
+  load_wait
+  load_summary
+  verifier
+}
+
+# 7. Every connection to both databases is killed mid-stream; services reconnect.
+lab_database() {
+  lab_header "database connections killed"
+  load_start 60 0.03
+  local i
+  for i in 1 2 3; do
+    rand_sleep 9
+    log "lab: pg_terminate_backend on every connection to $ORDERS_DB and $INVENTORY_DB"
+    psql_admin -c "select count(pg_terminate_backend(pid)) from pg_stat_activity
+                   where datname in ('$ORDERS_DB', '$INVENTORY_DB') and pid <> pg_backend_pid()" >/dev/null
+  done
+  load_wait
+  load_summary
+  verifier
+}
+
+cmd_lab() {
+  local scenarios=("$@") s
+  [[ ${#scenarios[@]} -gt 0 && ${scenarios[0]} != all ]] || scenarios=("${LAB_SCENARIOS[@]}")
+  infra_up
+  services_up >/dev/null
+  for s in "${scenarios[@]}"; do
+    case "$s" in
+      broker | relay | consumers | database) "lab_$s" ;;
+      *) die "unknown scenario: $s (one of: ${LAB_SCENARIOS[*]})" ;;
+    esac
+  done
+  log "failure lab: ${scenarios[*]}: every invariant held"
+}
+
+# The chaos demo: orders stream in while the relay, the workers and the broker are killed
+# and restarted at random; then the verifier says whether anything was lost or applied twice.
+cmd_chaos() {
+  local seconds=${1:-60}
+  [[ $seconds =~ ^[0-9]+$ ]] || die "usage: scripts/stack chaos [seconds]"
+  infra_up
+  services_up >/dev/null
+  lab_header "chaos for ${seconds}s"
+  load_start 100000 0.05
+  local end=$((SECONDS + seconds)) victims=(outbox-processor order-service inventory-service invoice-service tansu) victim kills=0
+  while ((SECONDS < end)); do
+    sleep "$((RANDOM % 3 + 1))"
+    victim=${victims[RANDOM % ${#victims[@]}]}
+    crash "$victim"
+    kills=$((kills + 1))
+    rand_sleep 9
+    revive "$victim" >/dev/null
+  done
+  load_stop
+  load_summary
+  log "chaos: $kills processes killed with SIGKILL and restarted"
+  verifier
+}
