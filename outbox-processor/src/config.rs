@@ -20,6 +20,8 @@ pub struct RelaySettings {
     /// How often to look for rows when no notification arrives (the fallback for a lost
     /// `NOTIFY`, e.g. while the listening connection was reconnecting).
     pub poll_interval: Duration,
+    /// Wake up on `NOTIFY outbox` (true) or rely on polling alone (false, for comparison).
+    pub notify: bool,
     /// After a `NOTIFY`, wait this long before claiming, so a burst of commits is one batch.
     pub debounce: Duration,
     /// First retry delay after a failed publish; doubles per attempt up to `retry_max`.
@@ -44,6 +46,7 @@ impl Default for RelaySettings {
         Self {
             batch_size: 500,
             poll_interval: Duration::from_millis(500),
+            notify: true,
             debounce: Duration::from_millis(5),
             retry_base: Duration::from_millis(500),
             retry_max: Duration::from_secs(60),
@@ -131,6 +134,7 @@ impl Config {
             relay: RelaySettings {
                 batch_size: config::var("RELAY_BATCH_SIZE", d.batch_size)?,
                 poll_interval: config::millis("RELAY_POLL_INTERVAL_MS", ms(d.poll_interval))?,
+                notify: config::var("RELAY_NOTIFY", d.notify)?,
                 debounce: config::millis("RELAY_DEBOUNCE_MS", ms(d.debounce))?,
                 retry_base: config::millis("RELAY_RETRY_BASE_MS", ms(d.retry_base))?,
                 retry_max: config::millis("RELAY_RETRY_MAX_MS", ms(d.retry_max))?,

@@ -244,16 +244,12 @@ async fn consume<H: EventHandler>(
             )
             .await;
         }
-        // Retry the commit a few times; if it still fails the message is redelivered later and
-        // the inbox turns that into a no-op, so giving up here loses nothing.
-        for attempt in 1..=3 {
-            match consumer.commit_message(&message, CommitMode::Sync) {
-                Ok(()) => break,
-                Err(error) => {
-                    tracing::warn!(%error, attempt, "offset commit failed");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
+        // Commit asynchronously: the commit is only ever issued after the handler's
+        // transaction committed, which is what at-least-once needs. If it is lost (a crash, a
+        // broker hiccup) the message comes again and the inbox turns that into a no-op, so
+        // waiting for the broker's answer here would buy nothing but a round trip per message.
+        if let Err(error) = consumer.commit_message(&message, CommitMode::Async) {
+            tracing::warn!(%error, "offset commit failed; the message may be redelivered");
         }
     }
     tracing::info!(group = %group_id, "consumer stopped");

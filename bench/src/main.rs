@@ -1,0 +1,717 @@
+//! Benchmarks of the outbox system, against the local stack (`scripts/stack infra-up`).
+//!
+//! Every figure is printed next to a baseline measured in the same run on the same servers,
+//! and the ratio between them is what the targets in BENCHMARKS.md are about: absolute
+//! numbers depend on the machine, ratios much less. The services under test run as real
+//! release binaries (child processes), so what is measured is what is deployed.
+//!
+//! ```sh
+//! cargo build --release --workspace --bins && target/release/bench all
+//! ```
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    process::Stdio,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures::{stream::FuturesUnordered, StreamExt};
+use mongodb::bson::{doc, Document};
+use rdkafka::{
+    message::{Header, OwnedHeaders},
+    producer::{FutureProducer, FutureRecord},
+};
+use secrecy::{ExposeSecret, SecretString};
+use shared::{config::KafkaConfig, testing};
+use sqlx::PgPool;
+use tokio::process::{Child, Command};
+use uuid::Uuid;
+
+const BACKLOG: usize = 100_000;
+const CLIENTS: usize = 16;
+const INTAKE_SECONDS: u64 = 10;
+const LATENCY_RATE: u64 = 200;
+const LATENCY_SECONDS: u64 = 10;
+
+#[derive(Default)]
+struct Results {
+    rows: Vec<(String, String, String, String)>,
+}
+
+impl Results {
+    fn add(&mut self, what: &str, figure: String, baseline: String, verdict: String) {
+        println!("{what:<44} {figure:<34} {baseline:<34} {verdict}");
+        self.rows.push((what.into(), figure, baseline, verdict));
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let what = std::env::args().nth(1).unwrap_or_else(|| "all".into());
+    let mut results = Results::default();
+    println!(
+        "{:<44} {:<34} {:<34} target",
+        "measure", "figure", "baseline (same run)"
+    );
+    match what.as_str() {
+        "relay" => relay_throughput(&mut results, &[1]).await,
+        "scaling" => relay_throughput(&mut results, &[1, 2, 4]).await,
+        "intake" => intake(&mut results).await,
+        "latency" => latency(&mut results).await,
+        "all" => {
+            relay_throughput(&mut results, &[1, 2, 4]).await;
+            intake(&mut results).await;
+            latency(&mut results).await;
+            write_markdown(&results);
+        }
+        other => {
+            eprintln!("usage: bench [all|relay|scaling|intake|latency] (got {other:?})");
+            std::process::exit(2);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1 and 2: relay throughput, against producing the same messages straight to the broker.
+// ---------------------------------------------------------------------------------------------
+
+async fn relay_throughput(results: &mut Results, instances: &[usize]) {
+    let kafka = testing::kafka();
+    let baseline = raw_produce(&kafka, BACKLOG).await;
+    results.add(
+        &format!("raw produce, {BACKLOG} x 300 B (baseline)"),
+        format!("{baseline:.0} msg/s"),
+        "-".into(),
+        "-".into(),
+    );
+    for &n in instances {
+        let (url, pool) = backlog(BACKLOG).await;
+        let (elapsed, peak_rss_kb) = drain_with_relays(&url, &pool, &kafka, n).await;
+        let rate = BACKLOG as f64 / elapsed.as_secs_f64();
+        let ratio = rate / baseline;
+        let verdict = if n == 1 {
+            format!("ratio {ratio:.2} (>= 0.70: {})", yes(ratio >= 0.7))
+        } else {
+            format!("ratio {ratio:.2}")
+        };
+        results.add(
+            &format!("relay, {n} instance(s), {BACKLOG} rows"),
+            format!("{rate:.0} ev/s"),
+            format!("{baseline:.0} msg/s raw"),
+            verdict,
+        );
+        let mb = peak_rss_kb as f64 / 1024.0;
+        results.add(
+            &format!("relay peak RSS, {n} instance(s)"),
+            format!("{mb:.1} MB (largest instance)"),
+            "-".into(),
+            format!("< 100 MB: {}", yes(mb < 100.0)),
+        );
+    }
+}
+
+/// A fresh outbox holding `n` unpublished rows of about 300 bytes over 10,000 aggregates.
+async fn backlog(n: usize) -> (SecretString, PgPool) {
+    let (url, pool) = testing::fresh_outbox_database().await;
+    sqlx::query(
+        "insert into outbox (id, aggregatetype, aggregateid, type, payload)
+         select gen_random_uuid(), 'bench', 'agg-' || (i % 10000), 'Benched',
+                jsonb_build_object('n', i, 'padding', repeat('x', 270))
+         from generate_series(1, $1) as i",
+    )
+    .bind(n as i64)
+    .execute(&pool)
+    .await
+    .expect("backlog");
+    // A table that grew by 100,000 rows at once has stale statistics until autovacuum's
+    // analyze runs (within a minute in a live system); without them the claim query is
+    // planned as a scan of every pending row. Measure the steady state, not that minute.
+    sqlx::query("analyze outbox")
+        .execute(&pool)
+        .await
+        .expect("analyze");
+    (url, pool)
+}
+
+/// Starts `n` relay processes on the backlog and waits until every row is published.
+/// Returns the time it took and the largest peak RSS among them (kB).
+async fn drain_with_relays(
+    url: &SecretString,
+    pool: &PgPool,
+    kafka: &KafkaConfig,
+    n: usize,
+) -> (Duration, u64) {
+    let started = Instant::now();
+    let mut relays = Vec::new();
+    for _ in 0..n {
+        let port = free_port();
+        relays.push(spawn(
+            "outbox-processor",
+            &[
+                ("PORT", port.to_string()),
+                ("OUTBOX_DATABASES", format!("bench={}", url.expose_secret())),
+                ("KAFKA_BROKERS", kafka.brokers.clone()),
+                ("KAFKA_TOPIC_PREFIX", kafka.topic_prefix.clone()),
+                ("RELAY_BATCH_SIZE", "1000".into()),
+            ],
+        ));
+    }
+    loop {
+        let left: i64 =
+            sqlx::query_scalar("select count(*) from outbox where published_at is null")
+                .fetch_one(pool)
+                .await
+                .expect("count");
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let elapsed = started.elapsed();
+    let peak = relays
+        .iter()
+        .filter_map(|c| c.id())
+        .map(peak_rss_kb)
+        .max()
+        .unwrap_or(0);
+    (elapsed, peak)
+}
+
+/// The baseline: the same number and size of messages, same producer settings and headers,
+/// produced straight to the broker with every send in flight at once.
+async fn raw_produce(kafka: &KafkaConfig, n: usize) -> f64 {
+    let topic = kafka.topic_for("raw");
+    shared::kafka::ensure_topics(kafka, std::slice::from_ref(&topic))
+        .await
+        .expect("topic");
+    let producer: FutureProducer = shared::kafka::producer_config(kafka)
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .expect("producer");
+    let payload = serde_json::json!({"n": 0, "padding": "x".repeat(270)}).to_string();
+    let started = Instant::now();
+    let mut inflight = FuturesUnordered::new();
+    for i in 0..n {
+        let (producer, topic, payload) = (producer.clone(), topic.clone(), payload.clone());
+        inflight.push(async move {
+            let id = Uuid::now_v7().to_string();
+            let key = format!("agg-{}", i % 10_000);
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: "id",
+                    value: Some(&id),
+                })
+                .insert(Header {
+                    key: "type",
+                    value: Some("Benched"),
+                });
+            producer
+                .send(
+                    FutureRecord::to(&topic)
+                        .key(&key)
+                        .payload(&payload)
+                        .headers(headers),
+                    Duration::from_secs(30),
+                )
+                .await
+                .map(|_| ())
+                .map_err(|(e, _)| e)
+        });
+    }
+    while let Some(result) = inflight.next().await {
+        result.expect("raw produce");
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3: order intake, against the same two inserts as bare transactions.
+// ---------------------------------------------------------------------------------------------
+
+async fn intake(results: &mut Results) {
+    let kafka = testing::kafka();
+    let url = testing::fresh_database().await;
+    let port = free_port();
+    let _service = spawn(
+        "order-service",
+        &[
+            ("PORT", port.to_string()),
+            ("DATABASE_URL", url.expose_secret().to_owned()),
+            ("KAFKA_BROKERS", kafka.brokers.clone()),
+            ("KAFKA_TOPIC_PREFIX", kafka.topic_prefix.clone()),
+            ("DATABASE_MAX_CONNECTIONS", CLIENTS.to_string()),
+            ("RUST_LOG", "warn".into()),
+        ],
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    wait_healthy(&base).await;
+
+    let client = reqwest::Client::new();
+    let body = serde_json::json!({"customer_id": "bench", "items": [{"sku": "CABLE-USBC", "quantity": 1}]});
+    let http = measure(CLIENTS, Duration::from_secs(INTAKE_SECONDS), move || {
+        let (client, body, base) = (client.clone(), body.clone(), base.clone());
+        async move {
+            let response = client
+                .post(format!("{base}/orders"))
+                .json(&body)
+                .send()
+                .await;
+            matches!(response, Ok(r) if r.status() == 201)
+        }
+    })
+    .await;
+
+    // The baseline: what the handler's transaction does, without HTTP, parsing or axum.
+    let pool = shared::db::connect(&url, CLIENTS as u32)
+        .await
+        .expect("pool");
+    let bare = measure(CLIENTS, Duration::from_secs(INTAKE_SECONDS), move || {
+        let pool = pool.clone();
+        async move {
+            let id = Uuid::now_v7();
+            let mut tx = pool.begin().await.expect("begin");
+            sqlx::query("insert into orders (id, customer_id, status) values ($1, 'bench', 'PENDING')")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .expect("order");
+            sqlx::query(
+                "insert into outbox (id, aggregatetype, aggregateid, type, payload)
+                 values ($1, 'order', $2, 'OrderPlaced', $3)",
+            )
+            .bind(Uuid::now_v7())
+            .bind(id.to_string())
+            .bind(serde_json::json!({"order_id": id, "customer_id": "bench", "items": [{"sku": "CABLE-USBC", "quantity": 1}]}))
+            .execute(&mut *tx)
+            .await
+            .expect("outbox");
+            tx.commit().await.is_ok()
+        }
+    })
+    .await;
+    let ratio = http.rate / bare.rate;
+    results.add(
+        &format!("order intake, POST /orders, {CLIENTS} clients"),
+        format!(
+            "{:.0} req/s, p50 {:.1} ms, p99 {:.1} ms",
+            http.rate, http.p50, http.p99
+        ),
+        format!(
+            "{:.0} tx/s, p50 {:.1} ms, p99 {:.1} ms",
+            bare.rate, bare.p50, bare.p99
+        ),
+        format!("ratio {ratio:.2} (>= 0.60: {})", yes(ratio >= 0.6)),
+    );
+    if http.failed > 0 {
+        println!("  ({} requests failed)", http.failed);
+    }
+}
+
+struct Load {
+    rate: f64,
+    p50: f64,
+    p99: f64,
+    failed: usize,
+}
+
+/// Runs `call` from `clients` concurrent loops for `duration`; rate of successes, latency in ms.
+async fn measure<F, Fut>(clients: usize, duration: Duration, call: F) -> Load
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send + 'static,
+{
+    let call = Arc::new(call);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let call = call.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (Vec::new(), 0usize);
+            while started.elapsed() < duration {
+                let t = Instant::now();
+                if call().await {
+                    ok.push(t.elapsed().as_secs_f64() * 1000.0);
+                } else {
+                    failed += 1;
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    let (mut all, mut failed) = (Vec::new(), 0);
+    for t in tasks {
+        let (ok, f) = t.await.expect("client");
+        all.extend(ok);
+        failed += f;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort_by(f64::total_cmp);
+    Load {
+        rate: all.len() as f64 / elapsed,
+        p50: percentile(&all, 0.50),
+        p99: percentile(&all, 0.99),
+        failed,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4: end-to-end latency at a steady rate, NOTIFY wake-up against polling only.
+// ---------------------------------------------------------------------------------------------
+
+async fn latency(results: &mut Results) {
+    for notify in [true, false] {
+        let (inventory, invoice) = latency_run(notify).await;
+        let mode = if notify {
+            "NOTIFY"
+        } else {
+            "polling only (500 ms)"
+        };
+        let target = |p99: f64| {
+            if notify {
+                format!("p99 < 100 ms: {}", yes(p99 < 100.0))
+            } else {
+                "-".into()
+            }
+        };
+        results.add(
+            &format!("end to end, order -> inventory, {mode}"),
+            format!(
+                "p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+                inventory.0, inventory.1, inventory.2
+            ),
+            format!("{LATENCY_RATE} orders/s for {LATENCY_SECONDS} s"),
+            target(inventory.1),
+        );
+        results.add(
+            &format!("end to end, order -> invoice, {mode}"),
+            format!(
+                "p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+                invoice.0, invoice.1, invoice.2
+            ),
+            "3 hops through the relay".into(),
+            target(invoice.1),
+        );
+    }
+}
+
+/// Runs the whole system, sends orders at a steady rate, and returns (p50, p99, max) in ms
+/// from the order's commit to inventory's and to invoice-service's write.
+async fn latency_run(notify: bool) -> ((f64, f64, f64), (f64, f64, f64)) {
+    let kafka = testing::kafka();
+    let orders_db = testing::fresh_database().await;
+    let inventory_db = testing::fresh_database().await;
+    let mongo_db = format!("bench_{}", Uuid::new_v4().simple());
+    let common = |port: u16| {
+        vec![
+            ("PORT", port.to_string()),
+            ("KAFKA_BROKERS", kafka.brokers.clone()),
+            ("KAFKA_TOPIC_PREFIX", kafka.topic_prefix.clone()),
+            ("RUST_LOG", "warn".to_owned()),
+        ]
+    };
+    let (p_orders, p_inventory, p_invoice, p_relay) =
+        (free_port(), free_port(), free_port(), free_port());
+    let mut env = common(p_orders);
+    env.push(("DATABASE_URL", orders_db.expose_secret().to_owned()));
+    let _orders = spawn("order-service", &env);
+    let mut env = common(p_inventory);
+    env.push(("DATABASE_URL", inventory_db.expose_secret().to_owned()));
+    let _inventory = spawn("inventory-service", &env);
+    let mut env = common(p_invoice);
+    env.push(("MONGODB_URI", testing::mongo_uri()));
+    env.push(("MONGODB_DATABASE", mongo_db.clone()));
+    let _invoice = spawn("invoice-service", &env);
+    for port in [p_orders, p_inventory, p_invoice] {
+        wait_healthy(&format!("http://127.0.0.1:{port}")).await;
+    }
+    let mut env = common(p_relay);
+    env.push((
+        "OUTBOX_DATABASES",
+        format!(
+            "orders={},inventory={}",
+            orders_db.expose_secret(),
+            inventory_db.expose_secret()
+        ),
+    ));
+    env.push(("RELAY_NOTIFY", notify.to_string()));
+    let _relay = spawn("outbox-processor", &env);
+    wait_healthy(&format!("http://127.0.0.1:{p_relay}")).await;
+
+    // Warm up (topics, consumer assignment), then the steady load.
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{p_orders}");
+    // A product with stock for every order, so every order goes all the way to an invoice.
+    let inventory_pool = shared::db::connect(&inventory_db, 1)
+        .await
+        .expect("inventory");
+    sqlx::query(
+        "insert into products (sku, name, unit_price_cents, currency, on_hand, received)
+         values ('BENCH-1', 'Benchmark item', 100, 'EUR', 1000000000, 1000000000)",
+    )
+    .execute(&inventory_pool)
+    .await
+    .expect("bench product");
+    let body =
+        serde_json::json!({"customer_id": "bench", "items": [{"sku": "BENCH-1", "quantity": 1}]});
+    let post = |client: reqwest::Client, body: serde_json::Value, base: String| async move {
+        client
+            .post(format!("{base}/orders"))
+            .json(&body)
+            .send()
+            .await
+            .ok()
+            .map(|r| r.status().as_u16())
+    };
+    post(client.clone(), body.clone(), base.clone()).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let warmup_done = chrono::Utc::now();
+    let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / LATENCY_RATE));
+    let mut sent = Vec::new();
+    for _ in 0..LATENCY_RATE * LATENCY_SECONDS {
+        ticker.tick().await;
+        sent.push(tokio::spawn(post(
+            client.clone(),
+            body.clone(),
+            base.clone(),
+        )));
+    }
+    for s in sent {
+        let _ = s.await;
+    }
+
+    let orders = shared::db::connect(&orders_db, 2).await.expect("orders");
+    let inventory = shared::db::connect(&inventory_db, 2)
+        .await
+        .expect("inventory");
+    let expected: i64 = sqlx::query_scalar("select count(*) from orders where created_at > $1")
+        .bind(warmup_done)
+        .fetch_one(&orders)
+        .await
+        .expect("count");
+    let mongo = mongodb::Client::with_uri_str(testing::mongo_uri())
+        .await
+        .expect("mongo");
+    let invoices = mongo.database(&mongo_db).collection::<Document>("invoices");
+    testing::eventually(Duration::from_secs(120), || async {
+        let n = invoices.count_documents(doc! {}).await.unwrap_or(0) as i64;
+        (n > expected).then_some(())
+    })
+    .await;
+
+    // Commit times (the transaction's now(), a hair before its commit) and consumer writes.
+    let placed: Vec<(String, Uuid, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "select o.id::text, x.id, o.created_at from orders o
+         join outbox x on x.aggregateid = o.id::text and x.type = 'OrderPlaced'
+         where o.created_at > $1",
+    )
+    .bind(warmup_done)
+    .fetch_all(&orders)
+    .await
+    .expect("orders");
+    let applied: HashMap<Uuid, chrono::DateTime<chrono::Utc>> = sqlx::query_as(
+        "select event_id, processed_at from processed_events where event_type = 'OrderPlaced'",
+    )
+    .fetch_all(&inventory)
+    .await
+    .expect("inbox")
+    .into_iter()
+    .collect();
+    let mut issued: HashMap<String, i64> = HashMap::new();
+    let mut cursor = invoices.find(doc! {}).await.expect("invoices");
+    while let Some(Ok(d)) = cursor.next().await {
+        if let (Ok(order), Ok(at)) = (d.get_str("order_id"), d.get_datetime("issued_at")) {
+            issued.insert(order.to_owned(), at.timestamp_millis());
+        }
+    }
+    let (mut to_inventory, mut to_invoice) = (Vec::new(), Vec::new());
+    for (order, event, committed) in placed {
+        if let Some(at) = applied.get(&event) {
+            to_inventory.push((*at - committed).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+        }
+        if let Some(ms) = issued.get(&order) {
+            to_invoice.push((ms - committed.timestamp_millis()) as f64);
+        }
+    }
+    // The stand-in MongoDB server slows down as databases pile up: leave none behind.
+    let _ = mongo.database(&mongo_db).drop().await;
+    (summary(to_inventory), summary(to_invoice))
+}
+
+fn summary(mut ms: Vec<f64>) -> (f64, f64, f64) {
+    ms.sort_by(f64::total_cmp);
+    (
+        percentile(&ms, 0.5),
+        percentile(&ms, 0.99),
+        ms.last().copied().unwrap_or(f64::NAN),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers.
+// ---------------------------------------------------------------------------------------------
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn yes(met: bool) -> String {
+    if met { "met" } else { "NOT met" }.into()
+}
+
+/// A binary built next to this one (`cargo build --release --workspace --bins`).
+fn binary(name: &str) -> PathBuf {
+    let path = std::env::current_exe()
+        .expect("own path")
+        .with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --release --workspace --bins` first",
+        path.display()
+    );
+    path
+}
+
+fn spawn(name: &str, env: &[(&str, String)]) -> Child {
+    Command::new(binary(name))
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env(
+            "RUST_LOG",
+            env.iter()
+                .find(|(k, _)| *k == "RUST_LOG")
+                .map_or("warn", |(_, v)| v.as_str()),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn service")
+}
+
+async fn wait_healthy(base: &str) {
+    let client = reqwest::Client::new();
+    testing::eventually(Duration::from_secs(30), || async {
+        let r = client.get(format!("{base}/health")).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("{base} did not become healthy"));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Peak resident set size of a process, from /proc (kB).
+fn peak_rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn write_markdown(results: &Results) {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().next().map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse::<u64>()
+                    .unwrap_or(0)
+            })
+        })
+        .map(|kb| format!("{:.0} GiB", kb as f64 / 1024.0 / 1024.0))
+        .unwrap_or_default();
+    let mut md = format!(
+        "# Benchmarks\n\nMeasured {} on {cores} cores ({cpu}), {memory} RAM, against the local stack \
+         (PostgreSQL 15, tansu 0.6 with SQLite storage, SecantusDB), all on one machine.\n\n\
+         Reproduce:\n\n```sh\nscripts/stack infra-up\ncargo build --release --workspace --bins && target/release/bench all\n```\n\n\
+         | measure | figure | baseline (same run) | target |\n|---|---|---|---|\n",
+        chrono::Utc::now().format("%Y-%m-%d"),
+    );
+    for (what, figure, baseline, verdict) in &results.rows {
+        md.push_str(&format!("| {what} | {figure} | {baseline} | {verdict} |\n"));
+    }
+    md.push_str(NOTES);
+    std::fs::write("BENCHMARKS.md", md).expect("write BENCHMARKS.md");
+    println!("\nwrote BENCHMARKS.md");
+}
+
+const NOTES: &str = "
+## How it is measured
+
+- **Relay throughput**: a backlog of 100,000 outbox rows (about 300 B of JSON each, 10,000
+  aggregates) is drained by 1, 2 or 4 `outbox-processor` release processes (batch size 1000);
+  the time runs from starting them until no row is unpublished. The baseline produces the same
+  number of messages of the same size, with the same producer settings (idempotent, acks=all)
+  and headers, straight to the broker with every send in flight at once.
+- **Peak RSS** is the relay process's `VmHWM` from /proc after draining.
+- **Order intake**: 16 concurrent HTTP clients POST one-line orders for 10 s to an
+  `order-service` release process. The baseline runs the same two inserts (order, outbox row)
+  as bare transactions from 16 concurrent tasks over sqlx, for 10 s.
+- **End-to-end latency**: the whole system as release processes; 200 orders/s for 10 s after a
+  warm-up. From the order transaction's `now()` to inventory's inbox row (`processed_at`) and to
+  the invoice's `issued_at`. Polling only means `RELAY_NOTIFY=false` with the default 500 ms poll.
+- All processes, the load generator and the servers share the machine's cores, so the ratios
+  compare like with like, and the absolute numbers are low compared to bigger machines.
+
+## What each change bought (profiled on the 2-core machine, 2026-11-23)
+
+| change | before | after |
+|---|---|---|
+| consumers commit offsets asynchronously (still only after the handler's transaction; a lost commit means a redelivery the inbox absorbs) | order -> inventory p50 3383 ms at 200 orders/s (a synchronous broker round trip per message capped each consumer below the load) | p50 396 ms |
+| relay claim: planned with fresh statistics (a backlog of 100,000 rows bulk-inserted before autovacuum's analyze is planned as a bitmap scan and sort of every pending row) | claim 95-160 ms per 1000 rows | 2-15 ms |
+| relay gate query: a lateral walk of each claimed aggregate's pending rows (by-aggregate index, stops at the first row not ours) instead of a hash join over every pending row | 50 ms per batch | about 10 ms |
+| together, relay throughput (1 instance) | 2497 ev/s (ratio 0.15) | about 6400 ev/s (ratio 0.38) |
+
+Per-batch timings come from the relay's debug log (`RUST_LOG=outbox_processor=debug`): each
+batch logs `claim_ms`, `publish_ms` and `mark_ms`.
+
+## Gaps, and their causes
+
+- **Relay throughput 0.38 of raw produce (target 0.70).** A batch of 1000 now spends about
+  15 ms claiming, 100 ms publishing (waiting for the slowest acknowledgement) and 10 ms marking.
+  The raw baseline keeps 100,000 sends in flight at once; the relay keeps one batch in flight
+  and, on purpose, does not send an aggregate's next event before the previous one is
+  acknowledged. During a drain the broker (tansu, SQLite storage) takes about half a core and
+  PostgreSQL about 60% of one; the relay itself about 12%. Two or four instances barely help
+  (see the table): the broker and the database, sharing 2 cores with everything else, are the
+  limit here. Next steps: overlap the next claim with the current publish (pipelining), a larger
+  batch with a cheaper gate, and a measurement on a machine where the broker has its own cores.
+- **End-to-end p99 under 100 ms at 200 orders/s (not met; NOTIFY p99 about 400 ms to
+  inventory, polling only about 1100 ms).** Each consumer handles one message at a time across
+  its partitions, and every order crosses three consumers (inventory, order-service,
+  invoice-service) and the relay three times, all on 2 shared cores with a Python MongoDB-protocol
+  server (SecantusDB) for the invoices. NOTIFY already cuts the relay's share (p50 142 ms against
+  558 ms with polling). Next steps: one task per partition in the consumer loop (order is only
+  needed within a partition), and batching inbox and business writes per fetched batch.
+- **Order -> invoice latency varies a lot between runs** (p50 from about 0.5 s to 20 s seen on
+  the same machine): it is dominated by SecantusDB, a Python server standing in for MongoDB,
+  competing for the same 2 cores. Measure it against a real MongoDB (the Compose stack) before
+  drawing conclusions from it.
+";
