@@ -22,7 +22,8 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target,sharing=locked \
-    cargo build --release --locked --workspace --bins \
+    cargo build --release --locked --bins \
+        -p order-service -p inventory-service -p invoice-service -p outbox-processor \
     && mkdir -p /out \
     && cp target/release/order-service \
           target/release/inventory-service \
