@@ -94,14 +94,19 @@ pub struct ParkedParams {
     pub database: Option<String>,
 }
 
+/// A row an operator may act on: parked, and neither published nor skipped since. Every
+/// admin statement uses this one definition, so none can touch a row the others would not.
+const PARKED: &str = "parked_at is not null and published_at is null and skipped_at is null";
+
+/// What "retry" does: due again now, with a fresh attempt count.
+const RETRY: &str = "parked_at = null, attempts = 0, next_attempt_at = null";
+
 /// Parked events of one database, oldest first.
 pub async fn parked(pool: &PgPool, database: &str) -> Result<Vec<ParkedEvent>, sqlx::Error> {
-    let mut events: Vec<ParkedEvent> = sqlx::query_as(
+    let mut events: Vec<ParkedEvent> = sqlx::query_as(&format!(
         "select id, type, aggregatetype, aggregateid, attempts, last_error, created_at, parked_at
-         from outbox
-         where parked_at is not null and published_at is null and skipped_at is null
-         order by seq",
-    )
+         from outbox where {PARKED} order by seq"
+    ))
     .fetch_all(pool)
     .await?;
     for e in &mut events {
@@ -152,10 +157,9 @@ pub async fn retry_event(
     Path((database, id)): Path<(String, Uuid)>,
 ) -> Result<Json<Changed>, Problem> {
     let pool = pool_of(&state, &database)?;
-    let changed = sqlx::query(
-        "update outbox set parked_at = null, attempts = 0, next_attempt_at = null
-         where id = $1 and parked_at is not null and published_at is null and skipped_at is null",
-    )
+    let changed = sqlx::query(&format!(
+        "update outbox set {RETRY} where id = $1 and {PARKED}"
+    ))
     .bind(id)
     .execute(pool)
     .await
@@ -179,11 +183,9 @@ pub async fn retry_aggregate(
     Path((database, aggregatetype, aggregateid)): Path<(String, String, String)>,
 ) -> Result<Json<Changed>, Problem> {
     let pool = pool_of(&state, &database)?;
-    let changed = sqlx::query(
-        "update outbox set parked_at = null, attempts = 0, next_attempt_at = null
-         where aggregatetype = $1 and aggregateid = $2
-           and parked_at is not null and published_at is null and skipped_at is null",
-    )
+    let changed = sqlx::query(&format!(
+        "update outbox set {RETRY} where aggregatetype = $1 and aggregateid = $2 and {PARKED}"
+    ))
     .bind(&aggregatetype)
     .bind(&aggregateid)
     .execute(pool)
@@ -209,10 +211,9 @@ pub async fn skip_event(
     Path((database, id)): Path<(String, Uuid)>,
 ) -> Result<Json<Changed>, Problem> {
     let pool = pool_of(&state, &database)?;
-    let changed = sqlx::query(
-        "update outbox set skipped_at = now()
-         where id = $1 and parked_at is not null and published_at is null and skipped_at is null",
-    )
+    let changed = sqlx::query(&format!(
+        "update outbox set skipped_at = now() where id = $1 and {PARKED}"
+    ))
     .bind(id)
     .execute(pool)
     .await
