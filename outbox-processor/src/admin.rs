@@ -156,15 +156,7 @@ pub async fn retry_event(
     State(state): State<AppState>,
     Path((database, id)): Path<(String, Uuid)>,
 ) -> Result<Json<Changed>, Problem> {
-    let pool = pool_of(&state, &database)?;
-    let changed = sqlx::query(&format!(
-        "update outbox set {RETRY} where id = $1 and {PARKED}"
-    ))
-    .bind(id)
-    .execute(pool)
-    .await
-    .map_err(internal)?
-    .rows_affected();
+    let changed = update_parked_event(&state, &database, id, RETRY).await?;
     found(database, changed, id)
 }
 
@@ -210,15 +202,7 @@ pub async fn skip_event(
     State(state): State<AppState>,
     Path((database, id)): Path<(String, Uuid)>,
 ) -> Result<Json<Changed>, Problem> {
-    let pool = pool_of(&state, &database)?;
-    let changed = sqlx::query(&format!(
-        "update outbox set skipped_at = now() where id = $1 and {PARKED}"
-    ))
-    .bind(id)
-    .execute(pool)
-    .await
-    .map_err(internal)?
-    .rows_affected();
+    let changed = update_parked_event(&state, &database, id, "skipped_at = now()").await?;
     tracing::warn!(%database, %id, changed, "admin: event skipped");
     found(database, changed, id)
 }
@@ -230,6 +214,25 @@ fn pool_of<'a>(state: &'a AppState, database: &str) -> Result<&'a PgPool, Proble
         .find(|r| r.name == database)
         .map(|r| r.pool())
         .ok_or_else(|| Problem::not_found(format!("no database named {database:?}")))
+}
+
+/// Applies `set` to the event `id` if it is parked; how many rows changed (0 or 1).
+async fn update_parked_event(
+    state: &AppState,
+    database: &str,
+    id: Uuid,
+    set: &str,
+) -> Result<u64, Problem> {
+    let pool = pool_of(state, database)?;
+    let changed = sqlx::query(&format!(
+        "update outbox set {set} where id = $1 and {PARKED}"
+    ))
+    .bind(id)
+    .execute(pool)
+    .await
+    .map_err(internal)?
+    .rows_affected();
+    Ok(changed)
 }
 
 fn found(database: String, changed: u64, id: Uuid) -> Result<Json<Changed>, Problem> {

@@ -17,6 +17,9 @@ pub struct SourceDatabase {
 pub struct RelaySettings {
     /// Rows claimed per transaction.
     pub batch_size: i64,
+    /// Claims in flight per database: one batch is claimed and marked while another is
+    /// published.
+    pub pipeline: usize,
     /// How often to look for rows when no notification arrives (the fallback for a lost
     /// `NOTIFY`, e.g. while the listening connection was reconnecting).
     pub poll_interval: Duration,
@@ -45,6 +48,7 @@ impl Default for RelaySettings {
     fn default() -> Self {
         Self {
             batch_size: 500,
+            pipeline: 2,
             poll_interval: Duration::from_millis(500),
             notify: true,
             debounce: Duration::from_millis(5),
@@ -72,6 +76,13 @@ impl RelaySettings {
                 "RELAY_BATCH_SIZE",
                 self.batch_size.to_string(),
                 "must be at least 1",
+            ));
+        }
+        if !(1..=16).contains(&self.pipeline) {
+            return Err(bad(
+                "RELAY_PIPELINE",
+                self.pipeline.to_string(),
+                "must be between 1 and 16",
             ));
         }
         if self.max_attempts < 1 {
@@ -133,6 +144,7 @@ impl Config {
             kafka: KafkaConfig::from_env()?,
             relay: RelaySettings {
                 batch_size: config::var("RELAY_BATCH_SIZE", d.batch_size)?,
+                pipeline: config::var("RELAY_PIPELINE", d.pipeline)?,
                 poll_interval: config::millis("RELAY_POLL_INTERVAL_MS", ms(d.poll_interval))?,
                 notify: config::var("RELAY_NOTIFY", d.notify)?,
                 debounce: config::millis("RELAY_DEBOUNCE_MS", ms(d.debounce))?,

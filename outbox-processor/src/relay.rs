@@ -43,6 +43,13 @@
 //! later events of its aggregate — publishing them would break the order. The admin API
 //! (`admin.rs`) retries it (after a fix) or skips it (the aggregate goes on without it).
 //!
+//! # Pipelining
+//! While one batch waits for the broker's acknowledgements, the database has nothing to do,
+//! and while it is claimed and marked the broker idles. So an instance runs `RELAY_PIPELINE`
+//! claim loops (default 2): one batch is claimed and marked while another is being published.
+//! To the claim they are just two more instances: `skip locked` keeps their rows apart, and
+//! the gate of step 2 keeps an aggregate's order across them.
+//!
 //! # Waking up
 //! An insert trigger sends `NOTIFY outbox` at commit; the relay `LISTEN`s and runs a batch
 //! after a short debounce, so latency is low when idle and a burst of commits is one batch.
@@ -60,11 +67,8 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
-use rdkafka::{
-    message::{Header, OwnedHeaders},
-    producer::{FutureProducer, FutureRecord},
-};
-use shared::{config::KafkaConfig, envelope::header, kafka::Backoff};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use shared::{config::KafkaConfig, envelope::EventHeaders, kafka::Backoff};
 use sqlx::{postgres::PgListener, PgPool, Postgres, Transaction};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -159,10 +163,18 @@ impl Relay {
         &self.pool
     }
 
-    /// Runs batches until `shutdown`. A batch in progress is finished (it is short: one
-    /// transaction), so shutdown never leaves a row published but unmarked on purpose.
+    /// Runs batches until `shutdown`, `RELAY_PIPELINE` claims at a time (see "Pipelining" in
+    /// the module docs). A batch in progress is finished (it is short: one transaction), so
+    /// shutdown never leaves a row published but unmarked on purpose.
     pub async fn run(self, shutdown: CancellationToken) {
-        tracing::info!(database = %self.name, "relay started");
+        tracing::info!(database = %self.name, pipeline = self.settings.pipeline, "relay started");
+        join_all((0..self.settings.pipeline).map(|_| self.clone().claim_loop(shutdown.clone())))
+            .await;
+        tracing::info!(database = %self.name, "relay stopped");
+    }
+
+    /// One claim after another, sleeping when there is nothing to do.
+    async fn claim_loop(self, shutdown: CancellationToken) {
         let mut listener: Option<PgListener> = None;
         let mut errors = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         while !shutdown.is_cancelled() {
@@ -201,7 +213,6 @@ impl Relay {
                 }
             }
         }
-        tracing::info!(database = %self.name, "relay stopped");
     }
 
     async fn listen(&self) -> Option<PgListener> {
@@ -377,9 +388,11 @@ impl Relay {
             .await?;
         }
         if !acked.is_empty() {
+            // clock_timestamp(), not now(): the claim transaction started before the sends, and
+            // `published_at - created_at` should say how long an event waited for the relay.
             sqlx::query(
                 "update outbox
-                 set published_at = now(), attempts = attempts + 1, last_error = null,
+                 set published_at = clock_timestamp(), attempts = attempts + 1, last_error = null,
                      next_attempt_at = null
                  where id = any($1)",
             )
@@ -425,24 +438,16 @@ impl Relay {
 
     /// Sends one row and waits for the broker's acknowledgement.
     async fn publish(&self, row: &OutboxRow) -> Result<(), String> {
-        let id = row.id.to_string();
-        let version = row.schema_version.to_string();
-        let mut headers = OwnedHeaders::new_with_capacity(6);
-        for (key, value) in [
-            (header::ID, Some(id.as_str())),
-            (header::TYPE, Some(row.event_type.as_str())),
-            (header::AGGREGATE_TYPE, Some(row.aggregatetype.as_str())),
-            (header::AGGREGATE_ID, Some(row.aggregateid.as_str())),
-            (header::SCHEMA_VERSION, Some(version.as_str())),
-            (header::TRACEPARENT, row.tracingspancontext.as_deref()),
-        ] {
-            if let Some(value) = value {
-                headers = headers.insert(Header {
-                    key,
-                    value: Some(value),
-                });
-            }
+        let (id, version) = (row.id.to_string(), row.schema_version.to_string());
+        let headers = EventHeaders {
+            id: &id,
+            event_type: &row.event_type,
+            aggregate_type: &row.aggregatetype,
+            aggregate_id: &row.aggregateid,
+            schema_version: &version,
+            traceparent: row.tracingspancontext.as_deref(),
         }
+        .to_kafka();
         let topic = self.kafka.topic_for(&row.aggregatetype);
         let record = FutureRecord::to(&topic)
             .key(&row.aggregateid)

@@ -36,8 +36,10 @@ impl Application {
         let topics = Arc::new(Topics::default());
         let mut relays = Vec::with_capacity(config.databases.len());
         for source in config.databases {
-            // A claim transaction, the LISTEN connection and health checks.
-            let pool = shared::db::connect_lazy(&source.url, 4, config.relay.lease)?;
+            // Per claim loop a claim transaction and a LISTEN connection; plus the cleaner,
+            // the gauges and health checks.
+            let connections = u32::try_from(config.relay.pipeline * 2 + 2).unwrap_or(u32::MAX);
+            let pool = shared::db::connect_lazy(&source.url, connections, config.relay.lease)?;
             relays.push(Relay::new(
                 source.name,
                 pool,

@@ -5,7 +5,7 @@
 //! in headers. A message without them cannot be deduplicated or dispatched, so it is not an
 //! event: the consumer loop dead-letters it.
 
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
@@ -25,6 +25,41 @@ pub mod header {
     pub const DLQ_PARTITION: &str = "dlq-original-partition";
     pub const DLQ_OFFSET: &str = "dlq-original-offset";
     pub const DLQ_GROUP: &str = "dlq-consumer-group";
+}
+
+/// The headers an event is published with: everything a consumer needs besides the payload.
+/// The relay writes them from the outbox row's columns.
+#[derive(Debug, Clone, Copy)]
+pub struct EventHeaders<'a> {
+    pub id: &'a str,
+    pub event_type: &'a str,
+    pub aggregate_type: &'a str,
+    pub aggregate_id: &'a str,
+    pub schema_version: &'a str,
+    /// W3C trace context, when the event was written inside a trace.
+    pub traceparent: Option<&'a str>,
+}
+
+impl EventHeaders<'_> {
+    pub fn to_kafka(&self) -> OwnedHeaders {
+        let mut headers = OwnedHeaders::new_with_capacity(6);
+        for (key, value) in [
+            (header::ID, Some(self.id)),
+            (header::TYPE, Some(self.event_type)),
+            (header::AGGREGATE_TYPE, Some(self.aggregate_type)),
+            (header::AGGREGATE_ID, Some(self.aggregate_id)),
+            (header::SCHEMA_VERSION, Some(self.schema_version)),
+            (header::TRACEPARENT, self.traceparent),
+        ] {
+            if let Some(value) = value {
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(value),
+                });
+            }
+        }
+        headers
+    }
 }
 
 #[derive(Debug, Clone)]

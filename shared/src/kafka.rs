@@ -1,27 +1,31 @@
 //! Kafka plumbing: topic creation, producer settings, and the idempotent consumer loop.
 //!
-//! The consumer loop is where "at least once" is made safe. For each message it:
+//! The consumer loop is where "at least once" is made safe. It fetches messages and hands each
+//! one to a task for its partition, so partitions are handled concurrently and every partition
+//! strictly in order. For each message the partition's task:
 //! 1. turns it into an [`Envelope`] — or dead-letters it when it is not an event;
 //! 2. calls the service's [`EventHandler`], which applies the event and records it in the
 //!    inbox in one database transaction;
-//! 3. commits the Kafka offset **only after** the handler's transaction committed.
+//! 3. stores the Kafka offset **only after** the handler's transaction committed; stored
+//!    offsets are committed to the broker every second and when the consumer closes.
 //!
 //! A crash between 2 and 3 redelivers the message; the inbox makes that a no-op. Transient
 //! failures (database down) are retried with backoff on the same message, so nothing is
 //! skipped; permanent ones (a payload that will never parse) go to the dead-letter topic
 //! with the reason, so one bad message cannot stop the partition.
 
-use std::{future::Future, time::Duration};
+use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
 use rdkafka::{
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
     client::DefaultClientContext,
-    consumer::{CommitMode, Consumer, StreamConsumer},
+    consumer::{Consumer, StreamConsumer},
     error::{KafkaError, RDKafkaErrorCode},
-    message::{BorrowedMessage, Header, Headers, OwnedHeaders},
+    message::{Header, Headers, OwnedHeaders, OwnedMessage},
     producer::{FutureProducer, FutureRecord, Producer},
     ClientConfig, Message, Offset, TopicPartitionList,
 };
+use tokio::{sync::mpsc, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -87,6 +91,40 @@ pub fn producer(kafka: &KafkaConfig) -> Result<FutureProducer, KafkaError> {
     producer_config(kafka).create()
 }
 
+/// Consumer settings of every service: manual commits after the handler, short waits.
+pub fn consumer_config(kafka: &KafkaConfig, group_id: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    // librdkafka's own debug contexts (e.g. `cgrp` for group membership), for diagnosis.
+    if let Ok(debug) = std::env::var("KAFKA_DEBUG") {
+        config.set("debug", debug);
+    }
+    config
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("group.id", group_id)
+        // An offset is *stored* by hand, only after the handler's transaction committed, and
+        // the stored offsets are committed in the background every second (and on close).
+        // One broker write per partition per second instead of one per message; a crash
+        // loses at most a second of commits, which means redeliveries the inbox absorbs.
+        .set("enable.auto.offset.store", "false")
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        // A new group starts from the beginning, so no event published before it joined is lost.
+        .set("auto.offset.reset", "earliest")
+        // Don't let the broker hold a fetch for long when there is little to read: events
+        // hop through three consumers on their way, and each wait adds up end to end.
+        .set("fetch.wait.max.ms", "50")
+        // A consumer that crashes never says goodbye: the group waits for its session to
+        // expire (and, on some brokers, for the rebalance timeout, which is
+        // max.poll.interval.ms) before its partitions move on. Keep both short so a crash
+        // stalls its partitions for seconds, not minutes. A handler retrying a transient error
+        // for longer than max.poll.interval.ms is taken out of the group and rejoins: its
+        // uncommitted message is redelivered, and the inbox makes that harmless.
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "1500")
+        .set("max.poll.interval.ms", "20000");
+    config
+}
+
 /// Creates the topics that do not exist yet. Our local broker does not auto-create topics,
 /// and a consumer subscribed to a missing topic would just wait.
 pub async fn ensure_topics(kafka: &KafkaConfig, topics: &[String]) -> Result<(), KafkaError> {
@@ -142,6 +180,7 @@ pub async fn run_consumer<H: EventHandler>(
     handler: H,
     shutdown: CancellationToken,
 ) {
+    let handler = Arc::new(handler);
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     while !shutdown.is_cancelled() {
         match consume(&settings, &handler, &shutdown).await {
@@ -158,43 +197,30 @@ pub async fn run_consumer<H: EventHandler>(
     }
 }
 
+/// Why a consumer stopped before shutdown; the loop restarts it with backoff.
+#[derive(Debug, thiserror::Error)]
+enum ConsumeError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    /// A partition's task died (a handler panicked). Its message was not committed, so the
+    /// restarted consumer gets it again; a handler that always panics on it restarts forever,
+    /// loudly, instead of the service going on without consuming.
+    #[error("a partition task stopped: {0}")]
+    Worker(String),
+}
+
 async fn consume<H: EventHandler>(
     settings: &ConsumerSettings,
-    handler: &H,
+    handler: &Arc<H>,
     shutdown: &CancellationToken,
-) -> Result<(), KafkaError> {
+) -> Result<(), ConsumeError> {
     let dead_letter_topic = settings.kafka.dead_letter_topic(&settings.name);
     let group_id = format!("{}{}", settings.kafka.topic_prefix, settings.name);
     let mut all_topics = settings.topics.clone();
     all_topics.push(dead_letter_topic.clone());
     ensure_topics(&settings.kafka, &all_topics).await?;
 
-    let mut config = ClientConfig::new();
-    // librdkafka's own debug contexts (e.g. `cgrp` for group membership), for diagnosis.
-    if let Ok(debug) = std::env::var("KAFKA_DEBUG") {
-        config.set("debug", debug);
-    }
-
-    let consumer: StreamConsumer = config
-        .set("bootstrap.servers", &settings.kafka.brokers)
-        .set("group.id", &group_id)
-        // We commit by hand, after the handler's transaction: never before.
-        .set("enable.auto.commit", "false")
-        // A new group starts from the beginning, so no event published before it joined is lost.
-        .set("auto.offset.reset", "earliest")
-        // Don't let the broker hold a fetch for long when there is little to read: events
-        // hop through three consumers on their way, and each wait adds up end to end.
-        .set("fetch.wait.max.ms", "50")
-        // A consumer that crashes never says goodbye: the group waits for its session to
-        // expire (and, on some brokers, for the rebalance timeout, which is
-        // max.poll.interval.ms) before its partitions move on. Keep both short so a crash
-        // stalls its partitions for seconds, not minutes. A handler retrying a transient error
-        // for longer than max.poll.interval.ms is taken out of the group and rejoins: its
-        // uncommitted message is redelivered, and the inbox makes that harmless.
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "1500")
-        .set("max.poll.interval.ms", "20000")
-        .create()?;
+    let consumer: StreamConsumer = consumer_config(&settings.kafka, &group_id).create()?;
     let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
     match settings.kafka.assignment {
         Assignment::Group => consumer.subscribe(&topics)?,
@@ -213,53 +239,152 @@ async fn consume<H: EventHandler>(
             consumer.assign(&all)?;
         }
     }
-    let dead_letters = producer(&settings.kafka)?;
+    let consumer = Arc::new(consumer);
+    let worker = Arc::new(PartitionWorker {
+        consumer: consumer.clone(),
+        handler: handler.clone(),
+        dead_letters: producer(&settings.kafka)?,
+        dead_letter_topic,
+        group: group_id.clone(),
+        shutdown: shutdown.clone(),
+    });
     tracing::info!(group = %group_id, ?topics, "consumer started");
 
+    // One task per partition: order only matters within a partition (one aggregate, one key,
+    // one partition), so partitions are handled concurrently and each one strictly in order.
+    // The loop below only fetches and hands each message to its partition's queue.
+    let mut queues: HashMap<(String, i32), mpsc::Sender<OwnedMessage>> = HashMap::new();
+    let mut workers = JoinSet::new();
+    let mut failure: Option<String> = None;
     loop {
         let message = tokio::select! {
             _ = shutdown.cancelled() => break,
+            // Workers run until their queue closes: one that ends now has died.
+            Some(ended) = workers.join_next() => {
+                failure = Some(task_failure(ended));
+                break;
+            }
             message = consumer.recv() => message,
         };
         let message = match message {
-            Ok(message) => message,
+            Ok(message) => message.detach(),
             Err(error) => {
                 tracing::warn!(%error, "kafka consumer error; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
         };
-        let Some(outcome) = process(&message, handler, shutdown).await else {
-            break; // Shut down mid-retry: leave the offset uncommitted so the message comes back.
-        };
-        if let Err(reason) = outcome {
-            let group = &group_id;
-            dead_letter(
-                &dead_letters,
-                &dead_letter_topic,
-                group,
-                &message,
-                &reason,
-                shutdown,
-            )
-            .await;
-        }
-        // Commit asynchronously: the commit is only ever issued after the handler's
-        // transaction committed, which is what at-least-once needs. If it is lost (a crash, a
-        // broker hiccup) the message comes again and the inbox turns that into a no-op, so
-        // waiting for the broker's answer here would buy nothing but a round trip per message.
-        if let Err(error) = consumer.commit_message(&message, CommitMode::Async) {
-            tracing::warn!(%error, "offset commit failed; the message may be redelivered");
+        let partition = (message.topic().to_owned(), message.partition());
+        let queue = queues.entry(partition).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(PARTITION_QUEUE);
+            workers.spawn(worker.clone().run(rx));
+            tx
+        });
+        // A full queue (its partition is retrying a failing message) makes the fetch loop
+        // wait: memory stays bounded, and nothing is skipped.
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            sent = queue.send(message) => if sent.is_err() {
+                break; // The worker stopped: shutdown mid-retry, or it died (below).
+            }
         }
     }
-    tracing::info!(group = %group_id, "consumer stopped");
-    Ok(())
+    // Let every worker finish the message in hand. What is still queued was never committed,
+    // so it is delivered again after a restart.
+    drop(queues);
+    while let Some(ended) = workers.join_next().await {
+        if matches!(&ended, Err(e) if e.is_panic()) {
+            failure.get_or_insert(task_failure(ended));
+        }
+    }
+    match failure {
+        Some(reason) if !shutdown.is_cancelled() => Err(ConsumeError::Worker(reason)),
+        _ => {
+            tracing::info!(group = %group_id, "consumer stopped");
+            Ok(())
+        }
+    }
+}
+
+/// What ended a partition task, for the log.
+fn task_failure(ended: Result<(), tokio::task::JoinError>) -> String {
+    match ended {
+        Ok(()) => "ended".into(),
+        Err(error) if error.is_panic() => {
+            let panic = error.into_panic();
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            format!("handler panicked: {message}")
+        }
+        Err(error) => error.to_string(),
+    }
+}
+
+/// Messages fetched ahead per partition, waiting for that partition's worker.
+const PARTITION_QUEUE: usize = 256;
+
+/// Handles one partition's messages in order: the handler, the dead-letter topic for what
+/// fails for good, then the offset store (committed by the next background commit).
+struct PartitionWorker<H> {
+    consumer: Arc<StreamConsumer>,
+    handler: Arc<H>,
+    dead_letters: FutureProducer,
+    dead_letter_topic: String,
+    group: String,
+    shutdown: CancellationToken,
+}
+
+impl<H: EventHandler> PartitionWorker<H> {
+    async fn run(self: Arc<Self>, mut queue: mpsc::Receiver<OwnedMessage>) {
+        while let Some(message) = queue.recv().await {
+            if self.shutdown.is_cancelled() {
+                break; // Not handled, not committed: it comes again after the restart.
+            }
+            let Some(outcome) = process(&message, self.handler.as_ref(), &self.shutdown).await
+            else {
+                break; // Shut down mid-retry: leave the offset uncommitted so it comes back.
+            };
+            if let Err(reason) = outcome {
+                dead_letter(
+                    &self.dead_letters,
+                    &self.dead_letter_topic,
+                    &self.group,
+                    &message,
+                    &reason,
+                    &self.shutdown,
+                )
+                .await;
+            }
+            self.store_offset(&message);
+        }
+    }
+
+    /// Stores "next to read is offset + 1" for this message's partition, to be committed with
+    /// the next background commit. It is only ever stored after the handler's transaction
+    /// committed, which is what at-least-once needs; a commit lost to a crash means the
+    /// message comes again, and the inbox turns that into a no-op.
+    fn store_offset(&self, message: &OwnedMessage) {
+        let mut offsets = TopicPartitionList::new();
+        let next = offsets.add_partition_offset(
+            message.topic(),
+            message.partition(),
+            Offset::Offset(message.offset() + 1),
+        );
+        if let Err(error) = next.and_then(|()| self.consumer.store_offsets(&offsets)) {
+            // E.g. the partition was taken away by a rebalance: its new owner starts from the
+            // last commit and the inbox absorbs what is delivered twice.
+            tracing::warn!(%error, "offset store failed; the message may be redelivered");
+        }
+    }
 }
 
 /// Runs the handler until it succeeds or fails permanently (`Some(Err(reason))`).
 /// Returns `None` when shutdown interrupted the retries.
 async fn process<H: EventHandler>(
-    message: &BorrowedMessage<'_>,
+    message: &OwnedMessage,
     handler: &H,
     shutdown: &CancellationToken,
 ) -> Option<Result<(), String>> {
@@ -307,7 +432,7 @@ async fn dead_letter(
     producer: &FutureProducer,
     topic: &str,
     group: &str,
-    message: &BorrowedMessage<'_>,
+    message: &OwnedMessage,
     reason: &str,
     shutdown: &CancellationToken,
 ) {

@@ -208,6 +208,18 @@ pub fn http() -> reqwest::Client {
         .expect("http client")
 }
 
+/// GETs `url` and reads the body as JSON, whatever the status.
+pub async fn get_json(client: &reqwest::Client, url: String) -> serde_json::Value {
+    client
+        .get(&url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: body is not JSON: {e}"))
+}
+
 /// Publishes `event` with id `id` the way the relay would (key = aggregate id).
 pub async fn publish_event<E: crate::events::DomainEvent>(
     kafka: &KafkaConfig,

@@ -8,7 +8,6 @@ use outbox_processor::{
     config::RelaySettings,
     relay::{Relay, Topics},
 };
-use serde_json::Value;
 use shared::{
     events::{OrderLine, OrderPlaced},
     testing::{self, Spawned},
@@ -81,17 +80,7 @@ async fn a_relay_killed_between_ack_and_mark_republishes_and_inventory_applies_o
 
     // Inventory saw both copies and applied one.
     let http = testing::http();
-    let product = || async {
-        let p: Value = http
-            .get(format!("{}/products/KEYBOARD-01", service.address))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        p
-    };
+    let product = || testing::get_json(&http, format!("{}/products/KEYBOARD-01", service.address));
     testing::eventually(Duration::from_secs(20), || async {
         (product().await["reserved"] == 3).then_some(())
     })

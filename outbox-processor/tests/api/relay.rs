@@ -104,6 +104,46 @@ fn per_key(messages: &[(String, u32)]) -> HashMap<String, Vec<u32>> {
     out
 }
 
+/// `per_aggregate` events for each of `aggregates` aggregates, written round-robin so every
+/// aggregate's events are spread through the outbox. The events at (aggregate, n) in `broken`
+/// are over the broker's size limit and fail to publish until [`fix_broken`].
+async fn write_interleaved(
+    pool: &PgPool,
+    aggregates: u32,
+    per_aggregate: u32,
+    broken: &[(u32, u32)],
+) {
+    for n in 1..=per_aggregate {
+        for a in 0..aggregates {
+            let padding = if broken.contains(&(a, n)) {
+                2_000_000
+            } else {
+                0
+            };
+            write(pool, &format!("agg-{a}"), n, padding).await;
+        }
+    }
+}
+
+/// The operator fixes the broken payloads; their retries then succeed.
+async fn fix_broken(pool: &PgPool) {
+    sqlx::query("update outbox set payload = payload - 'padding' where last_error is not null")
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+/// Each key's events were read in the order they were written, 1 to `per_aggregate`.
+fn assert_in_order_per_key(all: &[(String, u32)], per_aggregate: u32) {
+    for (key, ns) in per_key(all) {
+        assert_eq!(
+            ns,
+            (1..=per_aggregate).collect::<Vec<_>>(),
+            "order of {key}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn publishes_with_key_headers_and_marks_rows_published() {
     let (_, pool) = testing::fresh_outbox_database().await;
@@ -183,20 +223,9 @@ async fn a_later_event_waits_while_an_earlier_one_of_its_aggregate_is_held_elsew
 async fn two_relays_keep_order_per_aggregate_through_publish_failures() {
     let (_, pool) = testing::fresh_outbox_database().await;
     let kafka = testing::kafka();
-    let (aggregates, per_aggregate) = (10u32, 8u32);
-    for n in 1..=per_aggregate {
-        for a in 0..aggregates {
-            // A few events fail to publish (over the broker's size limit) until "fixed".
-            let broken = (a, n) == (3, 2) || (a, n) == (7, 5) || (a, n) == (7, 6);
-            write(
-                &pool,
-                &format!("agg-{a}"),
-                n,
-                if broken { 2_000_000 } else { 0 },
-            )
-            .await;
-        }
-    }
+    let (aggregates, per_aggregate) = (10, 8);
+    // A few events fail to publish until "fixed".
+    write_interleaved(&pool, aggregates, per_aggregate, &[(3, 2), (7, 5), (7, 6)]).await;
     let settings = RelaySettings {
         batch_size: 16,
         retry_base: Duration::from_millis(20),
@@ -213,11 +242,7 @@ async fn two_relays_keep_order_per_aggregate_through_publish_failures() {
         async move {
             for round in 0..2000 {
                 if fix_after.is_some_and(|f| round >= f) {
-                    // The operator fixes the broken payloads; their retries then succeed.
-                    sqlx::query("update outbox set payload = payload - 'padding' where last_error is not null")
-                        .execute(&pool)
-                        .await
-                        .unwrap();
+                    fix_broken(&pool).await;
                 }
                 r.relay_batch().await.unwrap();
                 if unpublished(&pool).await == 0 {
@@ -240,13 +265,7 @@ async fn two_relays_keep_order_per_aggregate_through_publish_failures() {
     let expected = (aggregates * per_aggregate) as usize;
     let all = published(&kafka, expected).await;
     assert_eq!(all.len(), expected);
-    for (key, ns) in per_key(&all) {
-        assert_eq!(
-            ns,
-            (1..=per_aggregate).collect::<Vec<_>>(),
-            "order of {key}"
-        );
-    }
+    assert_in_order_per_key(&all, per_aggregate);
 }
 
 #[tokio::test]
@@ -356,11 +375,7 @@ async fn two_relays_share_a_backlog_without_duplicates_or_reordering() {
     let (_, pool) = testing::fresh_outbox_database().await;
     let kafka = testing::kafka();
     let (aggregates, per_aggregate) = (20, 10);
-    for n in 1..=per_aggregate {
-        for a in 0..aggregates {
-            write(&pool, &format!("agg-{a}"), n, 0).await;
-        }
-    }
+    write_interleaved(&pool, aggregates, per_aggregate, &[]).await;
     let (one, two) = (relay(&pool, &kafka), relay(&pool, &kafka));
     let drain = |r: Relay| async move {
         let mut total = 0;
@@ -385,13 +400,7 @@ async fn two_relays_share_a_backlog_without_duplicates_or_reordering() {
         expected,
         "each event exactly once in normal operation"
     );
-    for (key, ns) in per_key(&all) {
-        assert_eq!(
-            ns,
-            (1..=per_aggregate).collect::<Vec<_>>(),
-            "order of {key}"
-        );
-    }
+    assert_in_order_per_key(&all, per_aggregate);
 }
 
 #[tokio::test]
@@ -428,4 +437,47 @@ async fn a_row_committed_out_of_sequence_order_is_still_published() {
         .map(|(k, _)| k)
         .collect();
     assert!(keys.contains(&"slow".to_owned()) && keys.contains(&"fast".to_owned()));
+}
+
+#[tokio::test]
+async fn a_pipelined_relay_keeps_order_per_aggregate_through_publish_failures() {
+    let (_, pool) = testing::fresh_outbox_database().await;
+    let kafka = testing::kafka();
+    let (aggregates, per_aggregate) = (12, 10);
+    // Two events fail until the operator fixes them.
+    write_interleaved(&pool, aggregates, per_aggregate, &[(2, 3), (9, 7)]).await;
+    // Four claims in flight at once, small enough that one aggregate's events are spread
+    // over many of them.
+    let settings = RelaySettings {
+        batch_size: 7,
+        pipeline: 4,
+        retry_base: Duration::from_millis(20),
+        retry_max: Duration::from_millis(100),
+        max_attempts: 1000,
+        ..RelaySettings::default()
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(relay_with(&pool, &kafka, settings).run(shutdown.clone()));
+    let failed = testing::eventually(WAIT, || async {
+        let failed: i64 = sqlx::query_scalar("select count(*) from outbox where attempts > 1")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        (failed >= 2).then_some(())
+    })
+    .await;
+    assert!(failed.is_some(), "the injected failures happened");
+    fix_broken(&pool).await;
+    let drained = testing::eventually(WAIT, || async {
+        (unpublished(&pool).await == 0).then_some(())
+    })
+    .await;
+    shutdown.cancel();
+    running.await.unwrap();
+    assert!(drained.is_some(), "backlog drained");
+
+    let expected = (aggregates * per_aggregate) as usize;
+    let all = published(&kafka, expected).await;
+    assert_eq!(all.len(), expected);
+    assert_in_order_per_key(&all, per_aggregate);
 }
