@@ -51,14 +51,23 @@ load_summary() {
 }
 
 # kill -9, as a crash would.
+# A scenario whose victim cannot be killed proves nothing, so that is an error, not a skip.
 crash() { # component
   local pid
-  if pid=$(pid_of "$1"); then
-    log "lab: SIGKILL $1 (pid $pid)"
-    kill -KILL "$pid" 2>/dev/null || true
-    while alive "$pid"; do sleep 0.05; done
-    rm -f "$(pid_file "$1")"
-  fi
+  pid=$(pid_of "$1") || {
+    load_stop
+    die "lab: $1 is not running under this checkout's stack (.stack/pids); a server on its port started elsewhere (another checkout's scripts/stack?) cannot be killed here: stop that one first"
+  }
+  log "lab: SIGKILL $1 (pid $pid)"
+  kill -KILL "$pid" 2>/dev/null || true
+  while alive "$pid"; do sleep 0.05; done
+  rm -f "$(pid_file "$1")"
+}
+
+# The lab kills the broker, so it must own it: refuse before any load rather than after.
+lab_owns_broker() {
+  pid_of tansu >/dev/null ||
+    die "lab: the broker on $KAFKA_ADDR was not started by this checkout's scripts/stack, so the lab cannot kill it; stop the stack that started it (its 'scripts/stack down') and run again"
 }
 
 revive() { # component
@@ -154,6 +163,7 @@ cmd_lab() {
   local scenarios=("$@") s
   [[ ${#scenarios[@]} -gt 0 && ${scenarios[0]} != all ]] || scenarios=("${LAB_SCENARIOS[@]}")
   infra_up
+  lab_owns_broker
   services_up >/dev/null
   for s in "${scenarios[@]}"; do
     case "$s" in
@@ -170,6 +180,7 @@ cmd_chaos() {
   local seconds=${1:-60}
   [[ $seconds =~ ^[0-9]+$ ]] || die "usage: scripts/stack chaos [seconds]"
   infra_up
+  lab_owns_broker
   services_up >/dev/null
   lab_header "chaos for ${seconds}s"
   load_start 100000 0.05
