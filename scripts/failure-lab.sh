@@ -14,12 +14,14 @@ lab_header() { printf '\n==> failure lab: %s\n' "$*"; }
 # load COUNT DELAY_SECONDS: POST orders in the background; HTTP codes go to $LAB_DIR/codes.
 # Mostly small orders that fit the stock, some that cannot (rejected), as customers do.
 load_start() {
-  local count=$1 delay=$2
+  local count=$1 delay=$2 owner=$BASHPID
   mkdir -p "$LAB_DIR"
   : >"$LAB_DIR/codes"
   (
     local i sku qty
     for ((i = 0; i < count; i++)); do
+      # Stop with the shell that started the load, however that one ended (die included).
+      kill -0 "$owner" 2>/dev/null || break
       case $((RANDOM % 10)) in
         0) sku=MONITOR-27 qty=50 ;;
         1 | 2) sku=KEYBOARD-01 qty=1 ;;
@@ -83,6 +85,7 @@ rand_sleep() { # max_tenths: sleep 0.1 .. max/10 seconds
 
 verifier() {
   local bin
+  heal_tansu
   bin="$(target_dir)/$(profile)/outbox-verify"
   [[ -x $bin ]] || die "outbox-verify not built ($bin)"
   env ORDERS_DATABASE_URL="$PG_ORDERS_URL" INVENTORY_DATABASE_URL="$PG_INVENTORY_URL" \
@@ -187,6 +190,7 @@ cmd_chaos() {
   local end=$((SECONDS + seconds)) victims=(outbox-processor order-service inventory-service invoice-service tansu) victim kills=0
   while ((SECONDS < end)); do
     sleep "$((RANDOM % 3 + 1))"
+    heal_tansu
     victim=${victims[RANDOM % ${#victims[@]}]}
     crash "$victim"
     kills=$((kills + 1))
