@@ -642,7 +642,7 @@ async fn latency_run(notify: bool, invoices: bool) -> Latencies {
     let base = format!("http://127.0.0.1:{p_orders}");
     // Products with stock for every order, so every order goes all the way to an invoice. The
     // orders spread over them as a shop's would: with one product, every reservation would wait
-    // for the one row lock before it, and the figure would measure that queue, not the pipeline.
+    // for the row lock of the one before it, a queue that belongs to the shop, not to the outbox.
     let inventory_pool = shared::db::connect(&inventory_db, 1)
         .await
         .expect("inventory");
@@ -925,11 +925,11 @@ const NOTES: &str = "
   `order-service` release process. The baseline runs the same two inserts (order, outbox row)
   as bare transactions from 16 concurrent tasks over sqlx, for 10 s.
 - **End-to-end latency**: the whole system as release processes; 200 orders/s for 10 s after a
-  warm-up, each order for one of 100 products in turn. From the order transaction's `now()` to the relay's mark (`published_at`, taken after
-  the broker's acknowledgement), to inventory's inbox row (`processed_at`) and to the invoice's
-  `issued_at`. Polling only means `RELAY_NOTIFY=false` with the default 500 ms poll. The last run
-  leaves invoice-service out, to show the path to inventory without the stand-in MongoDB server
-  taking a core.
+  warm-up, each order for one of 100 products in turn. From the order transaction's `now()` to
+  the relay's mark (`published_at`, taken after the broker's acknowledgement), to inventory's
+  inbox row (`processed_at`) and to the invoice's `issued_at`. Polling only means
+  `RELAY_NOTIFY=false` with the default 500 ms poll. The last run leaves invoice-service out, to
+  show the path to inventory without the stand-in MongoDB server taking a core.
 - **Latency floors, same run**: *broker hop* sends 200 messages/s with the relay's producer
   settings to a consumer with the services' settings (`shared::kafka::consumer_config`) and
   measures send to receipt; *invoice store* is how many invoices/s the MongoDB-protocol server
@@ -957,11 +957,11 @@ const NOTES: &str = "
 
 - **Machines differ from one session to the next**, so compare ratios, not absolute figures,
   across runs. The figures quoted below come from an Intel Xeon machine on 2026-11-23, where the
-  raw produce baseline was 8674 msg/s; on 2026-11-25 an AMD EPYC machine gave 4662 msg/s. The
-  ratios held (relay 0.82 and 0.83), but the latency load is a fixed 200 orders/s, which takes a
-  larger share of a slower machine: with invoice-service running, order -> inventory went from
-  p99 about 0.5 s to 1-4 s there (four runs).
-
+  raw produce baseline was 8674 msg/s and the relay's ratio 0.82. On 2026-11-25 an AMD EPYC
+  machine gave 4655-4662 msg/s (two runs) and a ratio of 0.77-0.83: the ratio held. The latency
+  load, though, is a fixed 200 orders/s, which takes a larger share of a slower machine: with
+  invoice-service running, order -> inventory p99 was about 0.5 s on the Intel machine and 1-4 s
+  on the AMD one (four runs).
 - **End-to-end p99 under 100 ms at 200 orders/s: not met on this machine, and not reachable
   with this broker.** The *broker hop* row is a bare producer and consumer, nothing of ours:
   tansu holds every fetch for the consumer's full `fetch.wait.max.ms` (50 ms) instead of
