@@ -1,13 +1,13 @@
 # shellcheck shell=bash
 # The failure lab and the chaos demo, sourced by scripts/stack (which owns the helpers used
-# here: start_service, ensure_tansu, pid_of, psql_admin, the database URLs, ...).
+# here: start_service, ensure_broker, pid_of, psql_admin, the database URLs, ...).
 #
 # Each scenario breaks the running stack with real signals and real connection kills while
 # orders stream in, brings it back, and ends with `outbox-verify`, which reads every database
 # and topic and fails on a lost event, an event applied twice, or broken per-order ordering.
 
 LAB_DIR="$STACK_DIR/lab"
-LAB_SCENARIOS=(broker relay consumers database)
+LAB_SCENARIOS=(broker freeze relay consumers scale-out database)
 
 lab_header() { printf '\n==> failure lab: %s\n' "$*"; }
 
@@ -68,13 +68,13 @@ crash() { # component
 
 # The lab kills the broker, so it must own it: refuse before any load rather than after.
 lab_owns_broker() {
-  pid_of tansu >/dev/null ||
+  pid_of kafka >/dev/null ||
     die "lab: the broker on $KAFKA_ADDR was not started by this checkout's scripts/stack, so the lab cannot kill it; stop the stack that started it (its 'scripts/stack down') and run again"
 }
 
 revive() { # component
   case "$1" in
-    tansu) ensure_tansu ;;
+    kafka) ensure_broker ;;
     *) start_service "$1" ;;
   esac
 }
@@ -85,7 +85,7 @@ rand_sleep() { # max_tenths: sleep 0.1 .. max/10 seconds
 
 verifier() {
   local bin
-  heal_tansu
+  heal_broker
   bin="$(target_dir)/$(profile)/outbox-verify"
   [[ -x $bin ]] || die "outbox-verify not built ($bin)"
   env ORDERS_DATABASE_URL="$PG_ORDERS_URL" INVENTORY_DATABASE_URL="$PG_INVENTORY_URL" \
@@ -97,7 +97,7 @@ verifier() {
 #    published once the broker is back.
 lab_broker() {
   lab_header "broker unavailable"
-  crash tansu
+  crash kafka
   load_start 15 0.05
   load_wait
   load_summary
@@ -108,7 +108,41 @@ lab_broker() {
   waiting=$(psql "$PG_ORDERS_URL" -Atc "select count(*) from outbox where published_at is null")
   log "lab: $waiting outbox rows wait for the broker"
   [[ $waiting -ge 15 ]] || die "lab broker: expected the 15 new events to wait in the outbox, found $waiting"
-  revive tansu
+  revive kafka
+  verifier
+}
+
+# A broker frozen with SIGSTOP (a stalled VM, a long GC pause, a stuck disk) is worse than a
+# dead one: connections stay open and nothing answers. The running services must come back
+# on their own once it resumes, without a restart of anything.
+FROZEN_PID=
+thaw() {
+  if [[ -n $FROZEN_PID ]]; then
+    kill -CONT "$FROZEN_PID" 2>/dev/null || true
+    FROZEN_PID=
+  fi
+}
+
+lab_freeze() {
+  lab_header "broker frozen (SIGSTOP for ${LAB_FREEZE_SECONDS:-15} s, then SIGCONT)"
+  local pid accepted
+  load_start 300 0.05
+  sleep "$((RANDOM % 3 + 2))"
+  pid=$(pid_of kafka) || die "lab freeze: the broker is not running"
+  # Never leave the broker stopped, however this scenario ends.
+  trap thaw EXIT
+  FROZEN_PID=$pid
+  log "lab: SIGSTOP kafka (pid $pid) for ${LAB_FREEZE_SECONDS:-15} s while orders keep coming"
+  kill -STOP "$pid"
+  sleep "${LAB_FREEZE_SECONDS:-15}"
+  log "lab: SIGCONT kafka (pid $pid)"
+  thaw
+  trap - EXIT
+  load_wait
+  load_summary
+  accepted=$(grep -c '^201$' "$LAB_DIR/codes" || true)
+  [[ $accepted -eq 300 ]] || die "lab freeze: only $accepted of 300 orders were accepted; the broker's freeze must not reach the order API"
+  broker_panicked && die "lab freeze: the broker panicked after the freeze (log: $LOG_DIR/kafka.log)"
   verifier
 }
 
@@ -146,6 +180,62 @@ lab_consumers() {
   verifier
 }
 
+# How many partitions the consumer of the service on PORT owns (its
+# kafka_consumer_assigned_partitions gauge); 0 when it does not answer.
+owned_partitions() { # port
+  local n
+  n=$(curl -s --max-time 2 "http://127.0.0.1:$1/metrics" 2>/dev/null |
+    awk '/^kafka_consumer_assigned_partitions[{ ]/ {print $NF; exit}')
+  echo "${n:-0}"
+}
+
+# The order topic's partitions, which the inventory-service instances share.
+LAB_PARTITIONS=3
+
+# wait_owned SECONDS shared|taken: until both inventory-service instances own partitions
+# between them (shared), or the second owns them all (taken); says how long it took.
+wait_owned() {
+  local secs=$1 want=$2 started=$SECONDS a b what
+  case "$want" in
+    shared) what="the partitions are shared" ;;
+    taken) what="$SCALE_OUT took every partition over" ;;
+  esac
+  while true; do
+    a=$(owned_partitions "$(service_port inventory-service)")
+    b=$(owned_partitions "$(service_port "$SCALE_OUT")")
+    if { [[ $want == shared ]] && ((a > 0 && b > 0 && a + b == LAB_PARTITIONS)); } ||
+      { [[ $want == taken ]] && ((b == LAB_PARTITIONS)); }; then
+      log "lab: $what after $((SECONDS - started)) s (inventory-service owns $a, $SCALE_OUT owns $b)"
+      return 0
+    fi
+    if ((SECONDS - started >= secs)); then
+      load_stop
+      die "lab scale-out: not '$what' within ${secs}s (inventory-service owns $a, $SCALE_OUT owns $b)"
+    fi
+    sleep 0.5
+  done
+}
+
+# 9. Scale-out: two inventory-service instances share the order topic's partitions in one
+#    consumer group. One is SIGKILLed under load, the other takes its partitions over; it comes
+#    back, and they share them again. Nothing is lost, nothing applied twice.
+lab_scale_out() {
+  lab_header "scale-out: two inventory-service instances in one consumer group"
+  start_service "$SCALE_OUT"
+  wait_owned 60 shared
+  load_start 600 0.05
+  sleep "$((RANDOM % 3 + 2))"
+  crash inventory-service
+  wait_owned 30 taken
+  sleep "$((RANDOM % 3 + 1))"
+  revive inventory-service
+  wait_owned 60 shared
+  load_wait
+  load_summary
+  verifier
+  stop_component "$SCALE_OUT"
+}
+
 # 7. Every connection to both databases is killed mid-stream; services reconnect.
 lab_database() {
   lab_header "database connections killed"
@@ -170,7 +260,8 @@ cmd_lab() {
   services_up >/dev/null
   for s in "${scenarios[@]}"; do
     case "$s" in
-      broker | relay | consumers | database) "lab_$s" ;;
+      broker | freeze | relay | consumers | database) "lab_$s" ;;
+      scale-out) lab_scale_out ;;
       *) die "unknown scenario: $s (one of: ${LAB_SCENARIOS[*]})" ;;
     esac
   done
@@ -187,10 +278,10 @@ cmd_chaos() {
   services_up >/dev/null
   lab_header "chaos for ${seconds}s"
   load_start 100000 0.05
-  local end=$((SECONDS + seconds)) victims=(outbox-processor order-service inventory-service invoice-service tansu) victim kills=0
+  local end=$((SECONDS + seconds)) victims=(outbox-processor order-service inventory-service invoice-service kafka) victim kills=0
   while ((SECONDS < end)); do
     sleep "$((RANDOM % 3 + 1))"
-    heal_tansu
+    heal_broker
     victim=${victims[RANDOM % ${#victims[@]}]}
     crash "$victim"
     kills=$((kills + 1))

@@ -73,7 +73,7 @@ impl OrderHandler {
                 outbox::write(&mut tx, &event, traceparent).await?;
             }
         }
-        tx.commit().await?;
+        outbox::commit(tx, &self.pool).await?;
         Ok(())
     }
 }

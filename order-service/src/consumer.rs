@@ -83,7 +83,7 @@ impl ReservationHandler {
             confirmed_at: Utc::now(),
         };
         outbox::write(&mut tx, &confirmed, envelope.traceparent.as_deref()).await?;
-        tx.commit().await?;
+        outbox::commit(tx, &self.pool).await?;
         tracing::info!(order_id = %order.id, total_cents, "order confirmed");
         Ok(())
     }
@@ -103,7 +103,7 @@ impl ReservationHandler {
             reason: event.reason,
         };
         outbox::write(&mut tx, &rejected, envelope.traceparent.as_deref()).await?;
-        tx.commit().await?;
+        outbox::commit(tx, &self.pool).await?;
         tracing::info!(order_id = %order.id, reason = %rejected.reason.message, "order rejected");
         Ok(())
     }

@@ -27,6 +27,9 @@ pub struct RelaySettings {
     pub notify: bool,
     /// After a `NOTIFY`, wait this long before claiming, so a burst of commits is one batch.
     pub debounce: Duration,
+    /// While events flow (the last batch published some), claim again after this pause,
+    /// whatever the notifications say: one claim per commit would make batches of one row.
+    pub busy_poll: Duration,
     /// First retry delay after a failed publish; doubles per attempt up to `retry_max`.
     pub retry_base: Duration,
     pub retry_max: Duration,
@@ -52,6 +55,7 @@ impl Default for RelaySettings {
             poll_interval: Duration::from_millis(500),
             notify: true,
             debounce: Duration::from_millis(5),
+            busy_poll: Duration::from_millis(20),
             retry_base: Duration::from_millis(500),
             retry_max: Duration::from_secs(60),
             max_attempts: 10,
@@ -148,6 +152,7 @@ impl Config {
                 poll_interval: config::millis("RELAY_POLL_INTERVAL_MS", ms(d.poll_interval))?,
                 notify: config::var("RELAY_NOTIFY", d.notify)?,
                 debounce: config::millis("RELAY_DEBOUNCE_MS", ms(d.debounce))?,
+                busy_poll: config::millis("RELAY_BUSY_POLL_MS", ms(d.busy_poll))?,
                 retry_base: config::millis("RELAY_RETRY_BASE_MS", ms(d.retry_base))?,
                 retry_max: config::millis("RELAY_RETRY_MAX_MS", ms(d.retry_max))?,
                 max_attempts: config::var("RELAY_MAX_ATTEMPTS", d.max_attempts)?,

@@ -51,9 +51,9 @@
 //! the gate of step 2 keeps an aggregate's order across them.
 //!
 //! # Waking up
-//! An insert trigger sends `NOTIFY outbox` at commit; the relay `LISTEN`s and runs a batch
-//! after a short debounce, so latency is low when idle and a burst of commits is one batch.
-//! Polling every `poll_interval` is the fallback for a lost notification.
+//! Writers send `NOTIFY outbox` right after their commit (`shared::outbox::commit`); an idle
+//! relay `LISTEN`s and claims after a short debounce. While events flow it claims every
+//! `busy_poll` instead, and while a backlog lasts at once: `wake.rs` has the rules and why.
 //!
 //! # Retention
 //! [`Relay::delete_expired`] removes published and skipped rows older than the retention in
@@ -67,14 +67,21 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{
+    error::KafkaError,
+    producer::{FutureProducer, FutureRecord},
+};
 use shared::{config::KafkaConfig, envelope::EventHeaders, kafka::Backoff};
-use sqlx::{postgres::PgListener, PgPool, Postgres, Transaction};
+use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::config::RelaySettings;
+use crate::{
+    config::RelaySettings,
+    publisher::{breaks_producer, Publisher},
+    wake::{Flow, Outcome, Pace},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -134,17 +141,19 @@ impl Topics {
 pub struct Relay {
     pub name: String,
     pool: PgPool,
-    producer: FutureProducer,
+    publisher: Publisher,
     kafka: KafkaConfig,
     settings: RelaySettings,
     topics: Arc<Topics>,
+    /// Shared by this database's claim loops (see `wake`).
+    flow: Flow,
 }
 
 impl Relay {
     pub fn new(
         name: String,
         pool: PgPool,
-        producer: FutureProducer,
+        publisher: Publisher,
         kafka: KafkaConfig,
         settings: RelaySettings,
         topics: Arc<Topics>,
@@ -152,10 +161,11 @@ impl Relay {
         Self {
             name,
             pool,
-            producer,
+            publisher,
             kafka,
             settings,
             topics,
+            flow: Flow::default(),
         }
     }
 
@@ -173,55 +183,30 @@ impl Relay {
         tracing::info!(database = %self.name, "relay stopped");
     }
 
-    /// One claim after another, sleeping when there is nothing to do.
+    /// One claim after another, at the pace [`crate::wake`] sets.
     async fn claim_loop(self, shutdown: CancellationToken) {
-        let mut listener: Option<PgListener> = None;
+        let mut pace = Pace::new(
+            self.name.clone(),
+            self.pool.clone(),
+            self.settings.clone(),
+            self.flow.clone(),
+        );
         let mut errors = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-        while !shutdown.is_cancelled() {
-            if listener.is_none() {
-                listener = self.listen().await;
-            }
-            match self.relay_batch().await {
+        // Rows may be waiting from before the start: claim at once, as after a full batch.
+        let mut outcome = Outcome::Backlog;
+        while pace.next(outcome, &shutdown).await {
+            outcome = match self.relay_batch().await {
                 Ok(report) => {
                     errors.reset();
-                    // A full batch that made progress means more is probably waiting.
-                    if report.published > 0 && report.claimed as i64 >= self.settings.batch_size {
-                        continue;
-                    }
+                    Outcome::of(&report, self.settings.batch_size)
                 }
                 Err(error) => {
                     let delay = errors.next_delay();
                     tracing::warn!(database = %self.name, %error, ?delay, "relay batch failed");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                    continue;
+                    Outcome::Failed(delay)
                 }
-            }
-            // Idle: wait for a commit notification, the poll interval, or shutdown.
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(self.settings.poll_interval) => {}
-                notified = wait_for_notification(&mut listener) => match notified {
-                    // Let the rest of a burst of commits arrive, then take them in one batch.
-                    Ok(()) => tokio::time::sleep(self.settings.debounce).await,
-                    Err(error) => {
-                        tracing::warn!(database = %self.name, %error, "LISTEN connection lost; polling until it is back");
-                        listener = None;
-                    }
-                }
-            }
+            };
         }
-    }
-
-    async fn listen(&self) -> Option<PgListener> {
-        if !self.settings.notify {
-            return None;
-        }
-        let mut listener = PgListener::connect_with(&self.pool).await.ok()?;
-        listener.listen("outbox").await.ok()?;
-        Some(listener)
     }
 
     /// Claims, publishes and marks one batch; the unit the loop repeats, and what tests call
@@ -328,7 +313,23 @@ impl Relay {
             .map(|row| self.kafka.topic_for(&row.aggregatetype))
             .collect();
         self.topics.ensure(&self.kafka, topics).await?;
-        let outcomes = join_all(claim.chains.iter().map(|chain| self.publish_chain(chain))).await;
+        let sender = self.publisher.producer();
+        let outcomes = join_all(
+            claim
+                .chains
+                .iter()
+                .map(|chain| self.publish_chain(&sender.producer, chain)),
+        )
+        .await;
+        // A broker that rejects the producer itself rejects every later send too: replace it
+        // (see `publisher`). The failed rows are retried like any other failure.
+        if let Some(error) = outcomes
+            .iter()
+            .filter_map(|o| o.failed.as_ref().map(|(_, e)| e))
+            .find(|e| breaks_producer(e))
+        {
+            self.publisher.replace(&sender, error);
+        }
         Ok(Published(outcomes))
     }
 
@@ -381,7 +382,7 @@ impl Relay {
                  where id = $1",
             )
             .bind(id)
-            .bind(&error)
+            .bind(error.to_string())
             .bind(delay.as_secs_f64())
             .bind(park)
             .execute(&mut *tx)
@@ -415,10 +416,10 @@ impl Relay {
         Ok(report)
     }
 
-    async fn publish_chain(&self, chain: &[OutboxRow]) -> ChainOutcome {
+    async fn publish_chain(&self, producer: &FutureProducer, chain: &[OutboxRow]) -> ChainOutcome {
         let mut outcome = ChainOutcome::default();
         for (i, row) in chain.iter().enumerate() {
-            match self.publish(row).await {
+            match self.publish(producer, row).await {
                 Ok(()) => {
                     // Commit (well, insert) to broker acknowledgement.
                     let latency = (Utc::now() - row.created_at).to_std().unwrap_or_default();
@@ -437,7 +438,7 @@ impl Relay {
     }
 
     /// Sends one row and waits for the broker's acknowledgement.
-    async fn publish(&self, row: &OutboxRow) -> Result<(), String> {
+    async fn publish(&self, producer: &FutureProducer, row: &OutboxRow) -> Result<(), KafkaError> {
         let (id, version) = (row.id.to_string(), row.schema_version.to_string());
         let headers = EventHeaders {
             id: &id,
@@ -455,11 +456,11 @@ impl Relay {
             .headers(headers);
         // The queue timeout only bounds waiting for room in the local queue; the delivery
         // itself is bounded by the producer's `message.timeout.ms` (a third of the lease).
-        self.producer
+        producer
             .send(record, Duration::from_secs(5))
             .await
             .map(|_| ())
-            .map_err(|(error, _)| error.to_string())
+            .map_err(|(error, _)| error)
     }
 
     /// Deletes published and skipped rows older than the retention, `retention_batch` rows
@@ -571,16 +572,9 @@ pub struct Published(Vec<ChainOutcome>);
 #[derive(Default)]
 struct ChainOutcome {
     acked: Vec<Uuid>,
-    failed: Option<(Uuid, String)>,
+    failed: Option<(Uuid, KafkaError)>,
     /// Rows after the failed one, not attempted so they cannot overtake it.
     held_back: usize,
-}
-
-async fn wait_for_notification(listener: &mut Option<PgListener>) -> Result<(), sqlx::Error> {
-    match listener {
-        Some(l) => l.recv().await.map(|_| ()),
-        None => std::future::pending().await,
-    }
 }
 
 /// Exponential backoff with jitter from the row's attempt count, so that many failed rows

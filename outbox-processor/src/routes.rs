@@ -54,5 +54,8 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
             health::postgres(relay.pool()).await,
         );
     }
-    report.check("kafka", health::kafka(&state.producer).await)
+    report.check(
+        "kafka",
+        health::kafka(&state.publisher.producer().producer).await,
+    )
 }

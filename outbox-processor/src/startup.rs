@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::Producer;
 use secrecy::SecretString;
 use shared::{kafka, StartupError};
 use tokio::net::TcpListener;
@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::Config,
+    publisher::Publisher,
     relay::{Relay, Topics},
     routes,
 };
@@ -17,7 +18,7 @@ use crate::{
 #[derive(Clone)]
 pub struct AppState {
     pub relays: Arc<Vec<Relay>>,
-    pub producer: FutureProducer,
+    pub publisher: Publisher,
     pub admin_token: Option<SecretString>,
 }
 
@@ -30,9 +31,9 @@ impl Application {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         // Deliveries must end well within the lease (see `relay`), so the producer gets a third.
         let send_timeout = config.relay.send_timeout().as_millis().to_string();
-        let producer: FutureProducer = kafka::producer_config(&config.kafka)
-            .set("message.timeout.ms", send_timeout)
-            .create()?;
+        let mut producer = kafka::producer_config(&config.kafka);
+        producer.set("message.timeout.ms", send_timeout);
+        let publisher = Publisher::new(producer)?;
         let topics = Arc::new(Topics::default());
         let mut relays = Vec::with_capacity(config.databases.len());
         for source in config.databases {
@@ -43,7 +44,7 @@ impl Application {
             relays.push(Relay::new(
                 source.name,
                 pool,
-                producer.clone(),
+                publisher.clone(),
                 config.kafka.clone(),
                 config.relay.clone(),
                 topics.clone(),
@@ -54,7 +55,7 @@ impl Application {
             listener,
             state: AppState {
                 relays: Arc::new(relays),
-                producer,
+                publisher,
                 admin_token: config.admin_token,
             },
         })
@@ -79,7 +80,7 @@ impl Application {
             workers.push(tokio::spawn(relay.clone().run_cleaner(shutdown.clone())));
             workers.push(tokio::spawn(relay.clone().run_gauges(shutdown.clone())));
         }
-        let producer = self.state.producer.clone();
+        let producer = self.state.publisher.producer().producer;
         let served =
             shared::http::serve(self.listener, routes::router(self.state), shutdown.clone()).await;
         shutdown.cancel();

@@ -34,6 +34,12 @@ use crate::{
     envelope::{header, Envelope},
 };
 
+mod assignment;
+pub use assignment::AssignmentObserver;
+
+/// The consumer every service runs: rebalances are logged and counted (see [`assignment`]).
+type GroupConsumer = StreamConsumer<AssignmentObserver>;
+
 /// How a handler failed, which decides what the loop does with the message.
 #[derive(Debug, thiserror::Error)]
 pub enum HandleError {
@@ -91,6 +97,11 @@ pub fn producer(kafka: &KafkaConfig) -> Result<FutureProducer, KafkaError> {
     producer_config(kafka).create()
 }
 
+/// How long a silent group member keeps its partitions: the time a crashed instance's
+/// partitions wait before they move to the others. 6 s is the least Apache Kafka accepts by
+/// default (`group.min.session.timeout.ms`).
+pub const SESSION_TIMEOUT_MS: u32 = 6000;
+
 /// Consumer settings of every service: manual commits after the handler, short waits.
 pub fn consumer_config(kafka: &KafkaConfig, group_id: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
@@ -110,16 +121,17 @@ pub fn consumer_config(kafka: &KafkaConfig, group_id: &str) -> ClientConfig {
         .set("auto.commit.interval.ms", "1000")
         // A new group starts from the beginning, so no event published before it joined is lost.
         .set("auto.offset.reset", "earliest")
-        // Don't let the broker hold a fetch for long when there is little to read: events
-        // hop through three consumers on their way, and each wait adds up end to end.
-        .set("fetch.wait.max.ms", "50")
+        // How long the broker may hold a fetch when there is nothing to read. Events hop
+        // through three consumers on their way, so on a broker that answers late, each
+        // wait adds up end to end (see `KafkaConfig::fetch_wait_ms`).
+        .set("fetch.wait.max.ms", kafka.fetch_wait_ms.to_string())
         // A consumer that crashes never says goodbye: the group waits for its session to
         // expire (and, on some brokers, for the rebalance timeout, which is
         // max.poll.interval.ms) before its partitions move on. Keep both short so a crash
         // stalls its partitions for seconds, not minutes. A handler retrying a transient error
         // for longer than max.poll.interval.ms is taken out of the group and rejoins: its
         // uncommitted message is redelivered, and the inbox makes that harmless.
-        .set("session.timeout.ms", "6000")
+        .set("session.timeout.ms", SESSION_TIMEOUT_MS.to_string())
         .set("heartbeat.interval.ms", "1500")
         .set("max.poll.interval.ms", "20000");
     config
@@ -220,7 +232,8 @@ async fn consume<H: EventHandler>(
     all_topics.push(dead_letter_topic.clone());
     ensure_topics(&settings.kafka, &all_topics).await?;
 
-    let consumer: StreamConsumer = consumer_config(&settings.kafka, &group_id).create()?;
+    let consumer: GroupConsumer = consumer_config(&settings.kafka, &group_id)
+        .create_with_context(AssignmentObserver::new(&settings.name))?;
     let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
     match settings.kafka.assignment {
         Assignment::Group => consumer.subscribe(&topics)?,
@@ -237,6 +250,9 @@ async fn consume<H: EventHandler>(
                 }
             }
             consumer.assign(&all)?;
+            consumer
+                .context()
+                .record(all.count(), "every partition".into());
         }
     }
     let consumer = Arc::new(consumer);
@@ -329,7 +345,7 @@ const PARTITION_QUEUE: usize = 256;
 /// Handles one partition's messages in order: the handler, the dead-letter topic for what
 /// fails for good, then the offset store (committed by the next background commit).
 struct PartitionWorker<H> {
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<GroupConsumer>,
     handler: Arc<H>,
     dead_letters: FutureProducer,
     dead_letter_topic: String,

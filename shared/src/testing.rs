@@ -41,6 +41,22 @@ pub async fn fresh_database() -> SecretString {
     SecretString::from(format!("{base}/{name}"))
 }
 
+/// Drops a database made by [`fresh_database`], whoever is still connected to it: for long
+/// runs (the benchmarks) that would otherwise leave hundreds behind, which PostgreSQL's
+/// autovacuum then visits in turn.
+pub async fn drop_database(url: &SecretString) {
+    use secrecy::ExposeSecret;
+    let Some((_, name)) = url.expose_secret().rsplit_once('/') else {
+        return;
+    };
+    let Ok(mut conn) = PgConnection::connect(&admin_database_url()).await else {
+        return;
+    };
+    let _ = sqlx::query(&format!("drop database if exists \"{name}\" with (force)"))
+        .execute(&mut conn)
+        .await;
+}
+
 /// A fresh database with only the shared tables (outbox, inbox), for relay tests: its URL and
 /// a pool on it.
 pub async fn fresh_outbox_database() -> (SecretString, sqlx::PgPool) {
@@ -102,6 +118,11 @@ pub fn kafka() -> KafkaConfig {
         topic_prefix: format!("test-{}.", Uuid::new_v4().simple()),
         partitions: 3,
         assignment: crate::config::Assignment::Group,
+        fetch_wait_ms: crate::config::var(
+            "KAFKA_FETCH_WAIT_MS",
+            crate::config::DEFAULT_FETCH_WAIT_MS,
+        )
+        .expect("KAFKA_FETCH_WAIT_MS"),
     }
 }
 

@@ -84,7 +84,7 @@ pub async fn create_order(
         };
         // Same transaction: if this insert fails, the order above is rolled back with it.
         outbox::write(&mut tx, &event, Some(&traceparent)).await?;
-        tx.commit().await?;
+        outbox::commit(tx, &state.pool).await?;
         metrics::counter!("orders_created_total").increment(1);
         tracing::info!(order_id = %created.id, trace_id = trace::trace_id(&traceparent), "order placed");
         let mut response = created_response(created, false);

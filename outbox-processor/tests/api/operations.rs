@@ -51,7 +51,7 @@ async fn write(pool: &PgPool, target: &str, broken: bool) -> Uuid {
     )
     .await
     .unwrap();
-    tx.commit().await.unwrap();
+    shared::outbox::commit(tx, pool).await.unwrap();
     id
 }
 

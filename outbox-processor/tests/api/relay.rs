@@ -45,7 +45,7 @@ async fn write(pool: &PgPool, aggregate: &str, n: u32, padding: usize) -> Uuid {
     )
     .await
     .unwrap();
-    tx.commit().await.unwrap();
+    shared::outbox::commit(tx, pool).await.unwrap();
     id
 }
 
@@ -61,7 +61,7 @@ fn relay_with(pool: &PgPool, kafka: &KafkaConfig, settings: RelaySettings) -> Re
     Relay::new(
         "test".into(),
         pool.clone(),
-        shared::kafka::producer(kafka).unwrap(),
+        outbox_processor::publisher::Publisher::new(shared::kafka::producer_config(kafka)).unwrap(),
         kafka.clone(),
         settings,
         Arc::new(Topics::default()),
