@@ -1,17 +1,21 @@
-//! Order intake: `POST /orders` through order-service, against the same two inserts (order,
-//! outbox row) as bare transactions over sqlx: what HTTP, validation and idempotency cost.
+//! Order intake: `POST /orders` through order-service, against the same database work done
+//! directly over sqlx (the service's own `insert_order`, `outbox::write`, `outbox::commit`):
+//! what HTTP, JSON, validation and axum cost on top.
 
 use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
 
+use order_service::domain::{CreateOrderRequest, NewOrder};
 use secrecy::ExposeSecret;
-use shared::testing;
-use uuid::Uuid;
+use shared::{
+    events::{OrderLine, OrderPlaced},
+    testing,
+};
 
 use crate::{
-    process::{free_port, spawn, wait_healthy},
+    process::{free_port, spawn, wait_healthy, CpuMeter, Watched},
     stats::{met, percentile},
     Results,
 };
@@ -41,8 +45,21 @@ pub async fn intake(results: &mut Results) {
 
     let client = reqwest::Client::new();
     let body = serde_json::json!({"customer_id": "bench", "items": [{"sku": "CABLE-USBC", "quantity": 1}]});
+    let posted = body.clone();
+    let service_pid = service.id().expect("a running child has a pid");
+    let watched = || {
+        vec![
+            ("order-service".to_owned(), Watched::Pid(service_pid)),
+            (
+                "this benchmark (the clients)".to_owned(),
+                Watched::Pid(std::process::id()),
+            ),
+            ("PostgreSQL".to_owned(), Watched::Named("postgres")),
+        ]
+    };
+    let meter = CpuMeter::start(watched());
     let http = measure(CLIENTS, Duration::from_secs(INTAKE_SECONDS), move || {
-        let (client, body, base) = (client.clone(), body.clone(), base.clone());
+        let (client, body, base) = (client.clone(), posted.clone(), base.clone());
         async move {
             let response = client
                 .post(format!("{base}/orders"))
@@ -54,36 +71,46 @@ pub async fn intake(results: &mut Results) {
     })
     .await;
 
-    // The baseline: what the handler's transaction does, without HTTP, parsing or axum.
+    let http_cpu = meter.stop();
+    // The baseline: the handler's database work, through the service's own functions (order,
+    // its lines and its OrderPlaced in one transaction, then the relay's wake-up), without
+    // HTTP, JSON or axum.
     let pool = shared::db::connect(&url, CLIENTS as u32)
         .await
         .expect("pool");
+    let request: CreateOrderRequest = serde_json::from_value(body).expect("order request");
+    let order = Arc::new(NewOrder::try_from(request).expect("a valid order"));
     let bare_pool = pool.clone();
+    let meter = CpuMeter::start(watched());
     let bare = measure(CLIENTS, Duration::from_secs(INTAKE_SECONDS), move || {
-        let pool = bare_pool.clone();
+        let (pool, order) = (bare_pool.clone(), order.clone());
         async move {
-            let id = Uuid::now_v7();
             let mut tx = pool.begin().await.expect("begin");
-            sqlx::query("insert into orders (id, customer_id, status) values ($1, 'bench', 'PENDING')")
-                .bind(id)
-                .execute(&mut *tx)
+            let created = order_service::db::insert_order(&mut tx, &order, None)
                 .await
-                .expect("order");
-            sqlx::query(
-                "insert into outbox (id, aggregatetype, aggregateid, type, payload)
-                 values ($1, 'order', $2, 'OrderPlaced', $3)",
-            )
-            .bind(Uuid::now_v7())
-            .bind(id.to_string())
-            .bind(serde_json::json!({"order_id": id, "customer_id": "bench", "items": [{"sku": "CABLE-USBC", "quantity": 1}]}))
-            .execute(&mut *tx)
-            .await
-            .expect("outbox");
-            // Committed and the relay woken, as the handler does (`outbox::commit`).
+                .expect("order")
+                .expect("no idempotency key, so no conflict");
+            let event = OrderPlaced {
+                order_id: created.id,
+                customer_id: created.customer_id.clone(),
+                items: created
+                    .items
+                    .iter()
+                    .map(|i| OrderLine {
+                        sku: i.sku.clone(),
+                        quantity: i.quantity,
+                    })
+                    .collect(),
+                placed_at: chrono::Utc::now(),
+            };
+            shared::outbox::write(&mut tx, &event, None)
+                .await
+                .expect("outbox");
             shared::outbox::commit(tx, &pool).await.is_ok()
         }
     })
     .await;
+    let bare_cpu = meter.stop();
     let ratio = http.rate / bare.rate;
     results.add(
         &format!("order intake, POST /orders, {CLIENTS} clients"),
@@ -99,6 +126,29 @@ pub async fn intake(results: &mut Results) {
             "ratio {ratio:.2} (>= {TARGET_RATIO:.2}: {})",
             met(ratio >= TARGET_RATIO)
         ),
+    );
+    // Where each order's CPU goes (ms per order), to explain the ratio: both runs keep the
+    // machine's cores busy, so whatever HTTP adds shows as throughput.
+    let per_order = |cpu: &[(String, f64)], rate: f64, who: &str| {
+        cpu.iter()
+            .find(|(name, _)| name == who)
+            .map_or(0.0, |(_, share)| share * 1000.0 / rate)
+    };
+    let clients = "this benchmark (the clients)";
+    results.add(
+        "order intake, CPU per order",
+        format!(
+            "order-service {:.2} ms, HTTP clients {:.2} ms, PostgreSQL {:.2} ms",
+            per_order(&http_cpu, http.rate, "order-service"),
+            per_order(&http_cpu, http.rate, clients),
+            per_order(&http_cpu, http.rate, "PostgreSQL"),
+        ),
+        format!(
+            "sqlx clients {:.2} ms, PostgreSQL {:.2} ms",
+            per_order(&bare_cpu, bare.rate, clients),
+            per_order(&bare_cpu, bare.rate, "PostgreSQL"),
+        ),
+        "-".into(),
     );
     if http.failed > 0 {
         println!("  ({} requests failed)", http.failed);

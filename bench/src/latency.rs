@@ -1,5 +1,5 @@
 //! End-to-end latency at a steady 200 orders/s: from an order's commit to the relay's mark,
-//! to inventory's write and to the invoice, with NOTIFY wake-up and with polling only, beside
+//! to inventory's write and to the invoice, with and without the NOTIFY wake-up, beside
 //! the floors of the same run (one bare broker hop, how fast the invoice store takes writes)
 //! and what every process costs in CPU, idle and under that load.
 
@@ -124,7 +124,7 @@ impl Run {
     fn label(self) -> &'static str {
         match self {
             Run::Notify => "NOTIFY",
-            Run::Polling => "polling only (500 ms)",
+            Run::Polling => "no NOTIFY (idle poll 500 ms)",
             Run::NotifyWithoutInvoices => "NOTIFY, no invoice-service",
         }
     }

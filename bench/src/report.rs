@@ -35,7 +35,9 @@ pub fn write_markdown(results: &Results) {
         "# Benchmarks\n\nMeasured {} on {cores} cores ({cpu}), {memory} RAM, against the local stack \
          (PostgreSQL, {broker} with SQLite storage, SecantusDB), all on one machine; consumers use \
          `fetch.wait.max.ms={wait}`.\n\n\
-         Reproduce:\n\n```sh\nscripts/stack infra-up\ncargo build --release --workspace --bins && target/release/bench all\n```\n\n\
+         Reproduce (the first installs what is missing and starts the servers it needs, then stops \
+         them; the second runs against servers already up):\n\n```sh\nscripts/stack bench\n\
+         cargo build --release --workspace --bins && target/release/bench all\n```\n\n\
          | measure | figure | baseline (same run) | target |\n|---|---|---|---|\n",
         chrono::Utc::now().format("%Y-%m-%d"),
         broker = crate::process::broker_name(),
