@@ -88,16 +88,7 @@ pub async fn broker(results: &mut Results) {
 /// send to a consumer with the services' settings, at a steady rate and with the relay's
 /// producer settings. An order reaches inventory in one such hop; the invoice in three.
 pub async fn hop(kafka: &KafkaConfig, rate: u64, seconds: u64) -> Summary {
-    let topic = kafka.topic_for(&format!("hop-{}", Uuid::new_v4().simple()));
-    shared::kafka::ensure_topics(kafka, std::slice::from_ref(&topic))
-        .await
-        .expect("topic");
-    let consumer: StreamConsumer =
-        shared::kafka::consumer_config(kafka, &format!("bench-{}", Uuid::new_v4().simple()))
-            .create()
-            .expect("consumer");
-    consumer.subscribe(&[&topic]).expect("subscribe");
-    let consumer = Arc::new(consumer);
+    let (topic, consumer) = subscribed(kafka, "hop").await;
     let producer = shared::kafka::producer(kafka).expect("producer");
     let total = (rate * seconds) as usize;
     let receiving = consumer.clone();
@@ -137,6 +128,21 @@ pub async fn hop(kafka: &KafkaConfig, rate: u64, seconds: u64) -> Summary {
         let _ = send.await;
     }
     Summary::of(receiver.await.expect("receiver"))
+}
+
+/// A new topic named after `what`, and a consumer with the services' settings, alone in a
+/// new group, subscribed to it.
+async fn subscribed(kafka: &KafkaConfig, what: &str) -> (String, Arc<StreamConsumer>) {
+    let topic = kafka.topic_for(&format!("{what}-{}", Uuid::new_v4().simple()));
+    shared::kafka::ensure_topics(kafka, std::slice::from_ref(&topic))
+        .await
+        .expect("topic");
+    let consumer: StreamConsumer =
+        shared::kafka::consumer_config(kafka, &format!("bench-{}", Uuid::new_v4().simple()))
+            .create()
+            .expect("consumer");
+    consumer.subscribe(&[&topic]).expect("subscribe");
+    (topic, Arc::new(consumer))
 }
 
 /// Waits until `consumer` (polled by another task) owns at least one partition.
@@ -285,16 +291,7 @@ pub async fn run_member(topic: &str, group: &str) {
 async fn idle_broker_cpu(kafka: &KafkaConfig) -> Option<f64> {
     let mut consumers = Vec::new();
     for _ in 0..IDLE_CONSUMERS {
-        let topic = kafka.topic_for(&format!("idle-{}", Uuid::new_v4().simple()));
-        shared::kafka::ensure_topics(kafka, std::slice::from_ref(&topic))
-            .await
-            .expect("topic");
-        let consumer: StreamConsumer =
-            shared::kafka::consumer_config(kafka, &format!("bench-{}", Uuid::new_v4().simple()))
-                .create()
-                .expect("consumer");
-        consumer.subscribe(&[&topic]).expect("subscribe");
-        consumers.push(Arc::new(consumer));
+        consumers.push(subscribed(kafka, "idle").await.1);
     }
     let pollers: Vec<_> = consumers
         .iter()

@@ -9,10 +9,7 @@ use std::{
 
 use order_service::domain::{CreateOrderRequest, NewOrder};
 use secrecy::ExposeSecret;
-use shared::{
-    events::{OrderLine, OrderPlaced},
-    testing,
-};
+use shared::testing;
 
 use crate::{
     process::{free_port, spawn, wait_healthy, CpuMeter, Watched},
@@ -90,19 +87,7 @@ pub async fn intake(results: &mut Results) {
                 .await
                 .expect("order")
                 .expect("no idempotency key, so no conflict");
-            let event = OrderPlaced {
-                order_id: created.id,
-                customer_id: created.customer_id.clone(),
-                items: created
-                    .items
-                    .iter()
-                    .map(|i| OrderLine {
-                        sku: i.sku.clone(),
-                        quantity: i.quantity,
-                    })
-                    .collect(),
-                placed_at: chrono::Utc::now(),
-            };
+            let event = created.placed();
             shared::outbox::write(&mut tx, &event, None)
                 .await
                 .expect("outbox");

@@ -515,8 +515,12 @@ impl Relay {
                   where published_at is null and skipped_at is null and parked_at is null),
                  (select count(*) from outbox
                   where published_at is null and skipped_at is null and parked_at is not null),
-                 (select extract(epoch from now() - min(created_at))::float8 from outbox
-                  where published_at is null and skipped_at is null and parked_at is null),
+                 -- The row the relay claims next (the pending index, in seq order) rather
+                 -- than min(created_at), which reads every pending row: with a backlog of
+                 -- 100,000 that made this query 50 ms, every 2 s.
+                 (select extract(epoch from now() - created_at)::float8 from outbox
+                  where published_at is null and skipped_at is null and parked_at is null
+                  order by seq limit 1),
                  (select count(*) from outbox where published_at > now() - interval '10 seconds')",
         )
         .fetch_one(&self.pool)

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use shared::events::{PricedLine, RejectionReason, StockReserved};
+use shared::events::{OrderLine, OrderPlaced, PricedLine, RejectionReason, StockReserved};
 use uuid::Uuid;
 
 /// PENDING until inventory answers; then CONFIRMED or REJECTED, never back.
@@ -57,6 +57,24 @@ impl Order {
             && self.items.iter().zip(&request.items).all(|(have, want)| {
                 have.sku == want.sku.as_str() && have.quantity == want.quantity.get()
             })
+    }
+
+    /// The event that announces this order, written to the outbox in the transaction that
+    /// created it.
+    pub fn placed(&self) -> OrderPlaced {
+        OrderPlaced {
+            order_id: self.id,
+            customer_id: self.customer_id.clone(),
+            items: self
+                .items
+                .iter()
+                .map(|i| OrderLine {
+                    sku: i.sku.clone(),
+                    quantity: i.quantity,
+                })
+                .collect(),
+            placed_at: Utc::now(),
+        }
     }
 }
 

@@ -11,10 +11,8 @@ use axum::{
     routing::get,
     Router,
 };
-use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use shared::{
-    events::{OrderLine, OrderPlaced},
     http::{Json, Path, Problem, Query},
     outbox, trace,
 };
@@ -69,19 +67,7 @@ pub async fn create_order(
 
     let mut tx = state.pool.begin().await?;
     if let Some(created) = db::insert_order(&mut tx, &order, key.as_ref()).await? {
-        let event = OrderPlaced {
-            order_id: created.id,
-            customer_id: created.customer_id.clone(),
-            items: created
-                .items
-                .iter()
-                .map(|i| OrderLine {
-                    sku: i.sku.clone(),
-                    quantity: i.quantity,
-                })
-                .collect(),
-            placed_at: Utc::now(),
-        };
+        let event = created.placed();
         // Same transaction: if this insert fails, the order above is rolled back with it.
         outbox::write(&mut tx, &event, Some(&traceparent)).await?;
         outbox::commit(tx, &state.pool).await?;
