@@ -189,8 +189,9 @@ owned_partitions() { # port
   echo "${n:-0}"
 }
 
-# The order topic's partitions, which the inventory-service instances share.
-LAB_PARTITIONS=3
+# The order topic's partitions, which the inventory-service instances share: the services
+# create their topics with KAFKA_TOPIC_PARTITIONS (default 3), which they inherit from here.
+LAB_PARTITIONS=${KAFKA_TOPIC_PARTITIONS:-3}
 
 # wait_owned SECONDS shared|taken: until both inventory-service instances own partitions
 # between them (shared), or the second owns them all (taken); says how long it took.

@@ -81,8 +81,9 @@ pub enum Assignment {
     #[default]
     Group,
     /// One instance takes every partition itself and commits its offsets under the group id.
-    /// No rebalances, so a restart resumes at once; for brokers whose group coordinator
-    /// stalls when a member is killed mid-rebalance (tansu 0.6, see the failure lab).
+    /// No rebalances, so a restart resumes at once; for a broker whose group coordinator
+    /// cannot be trusted (tansu 0.6 never handed a killed member's partitions to the others:
+    /// the README's notes on the local broker). Never run two instances this way.
     Manual,
 }
 
