@@ -8,7 +8,6 @@
 //! # Layout
 //! - [`relay`]: claim, publish, mark (the heart of the pattern's delivery side).
 //! - [`wake`]: when a claim loop claims next: at once, while events flow, or on a NOTIFY.
-//! - [`publisher`]: the Kafka producer, replaced when the broker stops accepting it.
 //! - [`status`]: the status page a person reads at `/`, and `/status.json`.
 //! - [`admin`]: parked events, retry and skip (bearer token).
 //! - [`routes`]: port 8080 put together, with `/health` (and `/metrics` from `shared`).
@@ -17,7 +16,6 @@
 
 pub mod admin;
 pub mod config;
-pub mod publisher;
 pub mod relay;
 pub mod routes;
 pub mod startup;

@@ -71,7 +71,11 @@ use rdkafka::{
     error::KafkaError,
     producer::{FutureProducer, FutureRecord},
 };
-use shared::{config::KafkaConfig, envelope::EventHeaders, kafka::Backoff};
+use shared::{
+    config::KafkaConfig,
+    envelope::EventHeaders,
+    kafka::{breaks_producer, Backoff, Publisher},
+};
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -79,7 +83,6 @@ use uuid::Uuid;
 
 use crate::{
     config::RelaySettings,
-    publisher::{breaks_producer, Publisher},
     wake::{Flow, Outcome, Pace},
 };
 
@@ -322,7 +325,7 @@ impl Relay {
         )
         .await;
         // A broker that rejects the producer itself rejects every later send too: replace it
-        // (see `publisher`). The failed rows are retried like any other failure.
+        // (see `shared::kafka::Publisher`). The failed rows are retried like any other failure.
         if let Some(error) = outcomes
             .iter()
             .filter_map(|o| o.failed.as_ref().map(|(_, e)| e))

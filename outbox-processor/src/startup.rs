@@ -4,13 +4,15 @@ use std::sync::Arc;
 
 use rdkafka::producer::Producer;
 use secrecy::SecretString;
-use shared::{kafka, StartupError};
+use shared::{
+    kafka::{self, Publisher},
+    StartupError,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::Config,
-    publisher::Publisher,
     relay::{Relay, Topics},
     routes,
 };

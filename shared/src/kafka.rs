@@ -35,7 +35,9 @@ use crate::{
 };
 
 mod assignment;
+mod publisher;
 pub use assignment::AssignmentObserver;
+pub use publisher::{breaks_producer, Generation, Publisher};
 
 /// The consumer every service runs: rebalances are logged and counted (see [`assignment`]).
 type GroupConsumer = StreamConsumer<AssignmentObserver>;
@@ -259,7 +261,7 @@ async fn consume<H: EventHandler>(
     let worker = Arc::new(PartitionWorker {
         consumer: consumer.clone(),
         handler: handler.clone(),
-        dead_letters: producer(&settings.kafka)?,
+        dead_letters: Publisher::new(producer_config(&settings.kafka))?,
         dead_letter_topic,
         group: group_id.clone(),
         shutdown: shutdown.clone(),
@@ -347,7 +349,7 @@ const PARTITION_QUEUE: usize = 256;
 struct PartitionWorker<H> {
     consumer: Arc<GroupConsumer>,
     handler: Arc<H>,
-    dead_letters: FutureProducer,
+    dead_letters: Publisher,
     dead_letter_topic: String,
     group: String,
     shutdown: CancellationToken,
@@ -364,7 +366,7 @@ impl<H: EventHandler> PartitionWorker<H> {
                 break; // Shut down mid-retry: leave the offset uncommitted so it comes back.
             };
             if let Err(reason) = outcome {
-                dead_letter(
+                let copied = dead_letter(
                     &self.dead_letters,
                     &self.dead_letter_topic,
                     &self.group,
@@ -373,6 +375,10 @@ impl<H: EventHandler> PartitionWorker<H> {
                     &self.shutdown,
                 )
                 .await;
+                if copied == DeadLetter::Interrupted {
+                    // Neither handled nor dead-lettered: storing its offset would lose it.
+                    break;
+                }
             }
             self.store_offset(&message);
         }
@@ -443,15 +449,24 @@ async fn process<H: EventHandler>(
     .await
 }
 
+/// What became of a message that had to be dead-lettered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DeadLetter {
+    /// The broker acknowledged its copy on the dead-letter topic: its offset may be stored.
+    Copied,
+    /// Shutdown came while the copy was still failing: the message must come again.
+    Interrupted,
+}
+
 /// Copies the message, with the reason and its origin in headers, to the dead-letter topic.
 async fn dead_letter(
-    producer: &FutureProducer,
+    publisher: &Publisher,
     topic: &str,
     group: &str,
     message: &OwnedMessage,
     reason: &str,
     shutdown: &CancellationToken,
-) {
+) -> DeadLetter {
     tracing::error!(
         reason,
         topic = message.topic(),
@@ -487,8 +502,8 @@ async fn dead_letter(
         });
     }
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
-    // The offset is committed after this returns, so the copy must be acknowledged first:
-    // retry until it is (or we are shutting down, and the message will be redelivered).
+    // The offset is stored after this returns `Copied`, so the copy must be acknowledged
+    // first: retry until it is, or until shutdown (then the message is delivered again).
     loop {
         let mut record: FutureRecord<'_, [u8], [u8]> =
             FutureRecord::to(topic).headers(headers.clone());
@@ -498,13 +513,23 @@ async fn dead_letter(
         if let Some(payload) = message.payload() {
             record = record.payload(payload);
         }
-        match producer.send(record, Duration::from_secs(10)).await {
-            Ok(_) => return,
+        let sender = publisher.producer();
+        let sent = tokio::select! {
+            // Stop waiting: the copy may still arrive, and the message then comes again and
+            // is copied twice, which a dead-letter topic allows (at least once).
+            _ = shutdown.cancelled() => return DeadLetter::Interrupted,
+            sent = sender.producer.send(record, Duration::from_secs(10)) => sent,
+        };
+        match sent {
+            Ok(_) => return DeadLetter::Copied,
             Err((error, _)) => {
+                if breaks_producer(&error) {
+                    publisher.replace(&sender, &error);
+                }
                 let delay = backoff.next_delay();
                 tracing::warn!(%error, ?delay, "dead-letter publish failed; retrying");
                 tokio::select! {
-                    _ = shutdown.cancelled() => return,
+                    _ = shutdown.cancelled() => return DeadLetter::Interrupted,
                     _ = tokio::time::sleep(delay) => {}
                 }
             }

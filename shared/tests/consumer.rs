@@ -189,3 +189,57 @@ async fn a_handler_that_panics_restarts_the_consumer_and_its_message_comes_again
     ns.dedup();
     assert_eq!(ns, [1, 2, 3], "{handled:?}");
 }
+
+/// How many times this process tried to dead-letter a message of `topic`.
+fn dead_letter_attempts(topic: &str) -> u64 {
+    let prefix = format!("events_dead_lettered_total{{topic=\"{topic}\"}} ");
+    shared::telemetry::metrics()
+        .render()
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A message whose dead-letter copy still fails when the consumer stops was neither handled
+/// nor dead-lettered: its offset must not be committed, so the next consumer gets it again.
+#[tokio::test]
+async fn a_message_still_being_dead_lettered_at_shutdown_comes_again() {
+    shared::telemetry::metrics(); // counters count from here on
+    let kafka = testing::kafka();
+    let topic = kafka.topic_for("tick");
+    publish(&kafka, &topic, "key-0", 1).await;
+    // Not an event (no headers), so it goes to the dead-letter topic; and so large that its
+    // copy, which adds the reason and origin as headers, is over the producer's 1,000,000
+    // byte limit: the copy fails every time.
+    let poison = vec![b'x'; 999_890];
+    testing::produce(&kafka, &topic, "key-0", &poison, &[]).await;
+
+    let first = Recorder::default();
+    let (shutdown, task) = start(&kafka, &topic, first.clone());
+    testing::eventually(Duration::from_secs(60), || async {
+        (dead_letter_attempts(&topic) >= 1).then_some(())
+    })
+    .await
+    .expect("the first consumer tries to dead-letter the poison message");
+    assert_eq!(first.handled(), [("key-0".to_owned(), 1)]);
+    shutdown.cancel();
+    task.await.unwrap();
+
+    // Its offset was not stored: a restarted consumer of the group gets it again.
+    let second = Recorder::default();
+    let (shutdown, task) = start(&kafka, &topic, second.clone());
+    let again = testing::eventually(Duration::from_secs(60), || async {
+        (dead_letter_attempts(&topic) >= 2).then_some(())
+    })
+    .await;
+    shutdown.cancel();
+    task.await.unwrap();
+    assert!(
+        again.is_some(),
+        "the message neither handled nor dead-lettered was committed, and so lost"
+    );
+    assert!(
+        second.handled().is_empty(),
+        "the handled message was committed"
+    );
+}

@@ -46,8 +46,7 @@ async fn a_relay_killed_between_ack_and_mark_republishes_and_inventory_applies_o
         Relay::new(
             "orders".into(),
             orders.clone(),
-            outbox_processor::publisher::Publisher::new(shared::kafka::producer_config(&kafka))
-                .unwrap(),
+            shared::kafka::Publisher::new(shared::kafka::producer_config(&kafka)).unwrap(),
             kafka.clone(),
             RelaySettings::default(),
             Arc::new(Topics::default()),

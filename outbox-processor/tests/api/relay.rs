@@ -61,7 +61,7 @@ fn relay_with(pool: &PgPool, kafka: &KafkaConfig, settings: RelaySettings) -> Re
     Relay::new(
         "test".into(),
         pool.clone(),
-        outbox_processor::publisher::Publisher::new(shared::kafka::producer_config(kafka)).unwrap(),
+        shared::kafka::Publisher::new(shared::kafka::producer_config(kafka)).unwrap(),
         kafka.clone(),
         settings,
         Arc::new(Topics::default()),

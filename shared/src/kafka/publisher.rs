@@ -1,14 +1,15 @@
-//! The relay's Kafka producer, and its replacement when the broker stops accepting it.
+//! A Kafka producer that is replaced when the broker stops accepting it: the relay publishes
+//! through one, and every consumer dead-letters through one.
 //!
-//! The producer is idempotent: it has a producer id and an epoch, and the broker checks every
-//! batch against them. When sends time out (the broker was frozen or unreachable for longer
-//! than `message.timeout.ms`), librdkafka bumps the epoch itself and carries on (KIP-360).
-//! Apache Kafka accepts that; the local broker (nisshi 0.6) does not, and answers every later
-//! batch of that producer with an error, for good (seen in the failure lab's broker freeze).
-//! A producer in librdkafka's fatal state is as stuck. So when a send fails because the broker
-//! rejected the producer's identity, the relay starts a new producer, which asks the broker for
-//! a new id. Order per aggregate is not at stake: the relay never has two events of one
-//! aggregate in flight, and the failed event is retried like any other failure.
+//! Both producers are idempotent: each has a producer id and an epoch, and the broker checks
+//! every batch against them. When sends time out (the broker was frozen or unreachable for
+//! longer than `message.timeout.ms`), librdkafka bumps the epoch itself and carries on
+//! (KIP-360). Apache Kafka accepts that; the local broker (nisshi 0.6) does not, and answers
+//! every later batch of that producer with an error, for good (seen in the failure lab's broker
+//! freeze). A producer in librdkafka's fatal state is as stuck. So when a send fails because the
+//! broker rejected the producer's identity, the sender starts a new producer, which asks the
+//! broker for a new id. Order per aggregate is not at stake: the relay never has two events of
+//! one aggregate in flight, and the failed send is retried like any other failure.
 
 use std::sync::{Arc, Mutex};
 
@@ -22,13 +23,13 @@ use rdkafka::{
 #[derive(Clone)]
 pub struct Publisher {
     config: ClientConfig,
-    current: Arc<Mutex<Producer>>,
+    current: Arc<Mutex<Generation>>,
 }
 
-/// One producer and which one it is, so that several batches that all found it broken
+/// One producer and which one it is, so that several senders that all found it broken
 /// replace it once.
 #[derive(Clone)]
-pub struct Producer {
+pub struct Generation {
     pub generation: u64,
     pub producer: FutureProducer,
 }
@@ -38,21 +39,21 @@ impl Publisher {
         let producer = config.create()?;
         Ok(Self {
             config,
-            current: Arc::new(Mutex::new(Producer {
+            current: Arc::new(Mutex::new(Generation {
                 generation: 0,
                 producer,
             })),
         })
     }
 
-    /// The producer to send a batch with.
-    pub fn producer(&self) -> Producer {
+    /// The producer to send with.
+    pub fn producer(&self) -> Generation {
         self.lock().clone()
     }
 
-    /// Replaces `broken` with a new producer, unless another batch did so already. The old
-    /// one is dropped once the last batch using it is done with it.
-    pub fn replace(&self, broken: &Producer, error: &KafkaError) {
+    /// Replaces `broken` with a new producer, unless another sender did so already. The old
+    /// one is dropped once the last sender using it is done with it.
+    pub fn replace(&self, broken: &Generation, error: &KafkaError) {
         let mut current = self.lock();
         if current.generation != broken.generation {
             return;
@@ -64,7 +65,7 @@ impl Publisher {
                     generation = broken.generation + 1,
                     "the broker rejects this producer's id or epoch; sending with a new producer"
                 );
-                *current = Producer {
+                *current = Generation {
                     generation: broken.generation + 1,
                     producer,
                 };
@@ -75,7 +76,7 @@ impl Publisher {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Producer> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Generation> {
         // The guarded value is only ever swapped whole: a panic elsewhere cannot leave it torn.
         self.current.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -131,7 +132,7 @@ mod tests {
         publisher.replace(&first, &error);
         let second = publisher.producer();
         assert_eq!(second.generation, 1);
-        // A second batch that saw the first producer fail changes nothing more.
+        // A second sender that saw the first producer fail changes nothing more.
         publisher.replace(&first, &error);
         assert_eq!(publisher.producer().generation, 1);
     }
