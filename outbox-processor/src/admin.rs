@@ -3,7 +3,10 @@
 //! A parked event blocks the later events of its aggregate (publishing them would break the
 //! order), so these are the only ways forward: **retry** (the row is due again at once, its
 //! attempt count reset) or **skip** (the row is kept with `skipped_at`, never published, and
-//! its aggregate goes on). Every route needs `Authorization: Bearer $RELAY_ADMIN_TOKEN`.
+//! its aggregate goes on). After an incident, `POST /admin/parked/retry` retries every parked
+//! event at once, or those a filter picks (database, error text, when they were parked); the
+//! same filter on `GET /admin/parked` shows beforehand what it will take. Every route needs
+//! `Authorization: Bearer $RELAY_ADMIN_TOKEN`.
 
 use axum::{
     extract::{Request, State},
@@ -26,6 +29,7 @@ use crate::startup::AppState;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/admin/parked", get(list_parked))
+        .route("/admin/parked/retry", post(retry_parked))
         .route("/admin/events/{database}/{id}/retry", post(retry_event))
         .route("/admin/events/{database}/{id}/skip", post(skip_event))
         .route(
@@ -87,12 +91,50 @@ pub struct ParkedList {
     pub items: Vec<ParkedEvent>,
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+/// Which parked events a list or a bulk retry takes; every field narrows, none means all.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct ParkedParams {
+pub struct ParkedFilter {
     /// Only this database (a name from `OUTBOX_DATABASES`).
     pub database: Option<String>,
+    /// Only events whose last error contains this text (case-sensitive).
+    pub error: Option<String>,
+    /// Only events parked at or after this time (RFC 3339).
+    pub parked_from: Option<DateTime<Utc>>,
+    /// Only events parked before this time (RFC 3339).
+    pub parked_to: Option<DateTime<Utc>>,
 }
+
+impl ParkedFilter {
+    /// The relays it covers: one database, or all; a name that matches none is a 404.
+    fn relays<'a>(&self, state: &'a AppState) -> Result<Vec<&'a crate::relay::Relay>, Problem> {
+        if let (Some(from), Some(to)) = (self.parked_from, self.parked_to) {
+            if from >= to {
+                return Err(
+                    Problem::new(StatusCode::BAD_REQUEST, "Empty time range").detail(format!(
+                        "parked_from ({from}) must be before parked_to ({to})"
+                    )),
+                );
+            }
+        }
+        let relays: Vec<_> = state
+            .relays
+            .iter()
+            .filter(|r| !self.database.as_ref().is_some_and(|d| *d != r.name))
+            .collect();
+        match &self.database {
+            Some(database) if relays.is_empty() => Err(Problem::not_found(format!(
+                "no database named {database:?}"
+            ))),
+            _ => Ok(relays),
+        }
+    }
+}
+
+/// The filter's SQL condition on top of [`PARKED`]; binds `$1` error, `$2` from, `$3` to.
+const FILTERED: &str = "(position($1 in coalesce(last_error, '')) > 0 or $1 is null)
+     and ($2::timestamptz is null or parked_at >= $2)
+     and ($3::timestamptz is null or parked_at < $3)";
 
 /// A row an operator may act on: parked, and neither published nor skipped since. Every
 /// admin statement uses this one definition, so none can touch a row the others would not.
@@ -101,12 +143,19 @@ const PARKED: &str = "parked_at is not null and published_at is null and skipped
 /// What "retry" does: due again now, with a fresh attempt count.
 const RETRY: &str = "parked_at = null, attempts = 0, next_attempt_at = null";
 
-/// Parked events of one database, oldest first.
-pub async fn parked(pool: &PgPool, database: &str) -> Result<Vec<ParkedEvent>, sqlx::Error> {
+/// Parked events of one database that the filter takes, oldest first.
+pub async fn parked(
+    pool: &PgPool,
+    database: &str,
+    filter: &ParkedFilter,
+) -> Result<Vec<ParkedEvent>, sqlx::Error> {
     let mut events: Vec<ParkedEvent> = sqlx::query_as(&format!(
         "select id, type, aggregatetype, aggregateid, attempts, last_error, created_at, parked_at
-         from outbox where {PARKED} order by seq"
+         from outbox where {PARKED} and {FILTERED} order by seq"
     ))
+    .bind(&filter.error)
+    .bind(filter.parked_from)
+    .bind(filter.parked_to)
     .fetch_all(pool)
     .await?;
     for e in &mut events {
@@ -115,26 +164,73 @@ pub async fn parked(pool: &PgPool, database: &str) -> Result<Vec<ParkedEvent>, s
     Ok(events)
 }
 
-/// `GET /admin/parked[?database=orders]`.
-#[utoipa::path(get, path = "/admin/parked", tag = "admin", params(ParkedParams),
+/// `GET /admin/parked[?database=orders&error=…&parked_from=…&parked_to=…]`.
+#[utoipa::path(get, path = "/admin/parked", tag = "admin", params(ParkedFilter),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Parked events, oldest first", body = ParkedList),
+        (status = 400, description = "A malformed filter", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Admin API disabled (no RELAY_ADMIN_TOKEN)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such database", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_parked(
     State(state): State<AppState>,
-    Query(params): Query<ParkedParams>,
+    Query(filter): Query<ParkedFilter>,
 ) -> Result<Json<ParkedList>, Problem> {
     let mut items = Vec::new();
-    for relay in state.relays.iter() {
-        if params.database.as_ref().is_some_and(|d| *d != relay.name) {
-            continue;
-        }
-        items.extend(parked(relay.pool(), &relay.name).await.map_err(internal)?);
+    for relay in filter.relays(&state)? {
+        items.extend(
+            parked(relay.pool(), &relay.name, &filter)
+                .await
+                .map_err(internal)?,
+        );
     }
     Ok(Json(ParkedList { items }))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BulkRetried {
+    /// Per database: how many parked events are due again.
+    pub databases: Vec<Changed>,
+    pub total: u64,
+}
+
+/// `POST /admin/parked/retry[?database=orders&error=…&parked_from=…&parked_to=…]`: every
+/// parked event the filter takes is due again at once, attempts reset. Each aggregate's
+/// events still go out in order: the relay claims them by `seq`.
+#[utoipa::path(post, path = "/admin/parked/retry", tag = "admin", params(ParkedFilter),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "How many parked events are due again, per database (may be 0)", body = BulkRetried),
+        (status = 400, description = "A malformed filter", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such database", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn retry_parked(
+    State(state): State<AppState>,
+    Query(filter): Query<ParkedFilter>,
+) -> Result<Json<BulkRetried>, Problem> {
+    let mut databases = Vec::new();
+    for relay in filter.relays(&state)? {
+        let changed = sqlx::query(&format!(
+            "update outbox set {RETRY} where {PARKED} and {FILTERED}"
+        ))
+        .bind(&filter.error)
+        .bind(filter.parked_from)
+        .bind(filter.parked_to)
+        .execute(relay.pool())
+        .await
+        .map_err(internal)?
+        .rows_affected();
+        tracing::info!(database = %relay.name, ?filter, changed, "admin: parked events retried in bulk");
+        databases.push(Changed {
+            database: relay.name.clone(),
+            changed,
+        });
+    }
+    let total = databases.iter().map(|d| d.changed).sum();
+    Ok(Json(BulkRetried { databases, total }))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -38,7 +38,8 @@ pub struct RelaySettings {
     /// How long a claim may stay silent. The claim transaction's session gets this as
     /// `idle_in_transaction_session_timeout`: an instance that hangs while holding rows is
     /// cut off by PostgreSQL, its locks drop, and another instance takes the rows over.
-    /// A send is given at most a third of it, so a healthy instance never hits it.
+    /// A send is given at most a third of it and a batch half, so a healthy instance never
+    /// hits it.
     pub lease: Duration,
     /// Published (and skipped) rows older than this are deleted.
     pub retention: Duration,
@@ -116,6 +117,12 @@ impl RelaySettings {
     /// The producer's delivery timeout: a third of the lease, at least one second.
     pub fn send_timeout(&self) -> Duration {
         (self.lease / 3).max(Duration::from_secs(1))
+    }
+
+    /// How long a batch may publish after its claim: half the lease, so the marks commit well
+    /// before PostgreSQL ends the claim's session, and after one full send timeout.
+    pub fn batch_deadline(&self) -> Duration {
+        self.lease / 2
     }
 }
 

@@ -7,6 +7,8 @@
 //!
 //! # Layout
 //! - [`relay`]: claim, publish, mark (the heart of the pattern's delivery side).
+//! - [`broker`]: the seam where a row leaves for the broker, and whose fault a failure is.
+//! - [`outage`]: a broker that is away pauses publishing instead of parking events.
 //! - [`wake`]: when a claim loop claims next: at once, while events flow, or on a NOTIFY.
 //! - [`status`]: the status page a person reads at `/`, and `/status.json`.
 //! - [`admin`]: parked events, retry and skip (bearer token).
@@ -15,7 +17,9 @@
 //! - [`startup`], [`config`].
 
 pub mod admin;
+pub mod broker;
 pub mod config;
+pub mod outage;
 pub mod relay;
 pub mod routes;
 pub mod startup;

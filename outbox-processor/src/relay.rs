@@ -2,10 +2,11 @@
 //!
 //! # One batch, step by step
 //! 1. **Claim.** In a transaction, `select … for update skip locked` the oldest unpublished
-//!    rows (by `seq`) that are due. The row locks are held until this transaction ends, so a
-//!    second relay instance skips these rows instead of publishing them twice. (A claim that
-//!    released its locks before publishing — running the select outside the transaction —
-//!    is the classic bug that makes two relays publish the same row.)
+//!    rows (by `seq`) that are due and not stuck behind an earlier event of their aggregate
+//!    (see "A claim that cannot be starved"). The row locks are held until this transaction
+//!    ends, so a second relay instance skips these rows instead of publishing them twice. (A
+//!    claim that released its locks before publishing — running the select outside the
+//!    transaction — is the classic bug that makes two relays publish the same row.)
 //! 2. **Keep order per aggregate.** `skip locked` alone would let instance B publish event 2
 //!    of an order while instance A still holds event 1. So for every aggregate in the claim,
 //!    we look up the earliest unpublished row of that aggregate that we did *not* claim
@@ -17,9 +18,36 @@
 //!    concurrently. Key = `aggregateid` (one partition per aggregate, so Kafka keeps the
 //!    order too), value = `payload`, headers = `id`, `type`, `aggregatetype`, `aggregateid`
 //!    and `traceparent`; topic = `outbox.event.<aggregatetype>`, as Debezium names it.
-//! 4. **Mark.** Acknowledged rows get `published_at`; a failed row gets `attempts + 1`, its
-//!    error and a `next_attempt_at` with exponential backoff, and the later rows of its
-//!    aggregate wait behind it. Then commit.
+//!    Every send goes through [`crate::broker::Broker`], the seam tests use to inject faults.
+//! 4. **Mark.** Acknowledged rows get `published_at`; a row the broker refused gets
+//!    `attempts + 1`, its error and a `next_attempt_at` with exponential backoff, and the later
+//!    rows of its aggregate wait behind it. A row whose send failed because the broker is away
+//!    is left as it was and the relay pauses (`outage.rs`). Then commit.
+//!
+//! # A claim that cannot be starved
+//! The claim skips every row with an earlier pending row of its aggregate that is *stuck*:
+//! parked, or waiting for its retry (`next_attempt_at` in the future). Those rows could only be
+//! deferred (step 2), and when one aggregate had more of them than a claim takes, every batch
+//! claimed just them, published nothing, and every other aggregate waited: one poison event
+//! with a backlog was an outage of the whole outbox. Now a claim holds only rows that can go,
+//! so every other aggregate's due events go out in the next batch, whatever the backlog.
+//!
+//! Why it is correct: a skipped row is never published before its stuck predecessor (it is not
+//! claimed at all), and it becomes claimable the moment that predecessor is due, retried,
+//! published or skipped. Rows held by another instance still defer in step 2, as before: that
+//! aggregate is being published, not stuck. What it costs: one probe per candidate row into
+//! `outbox_stuck`, a partial index of the failed-and-unpublished rows only, which is empty
+//! while the broker takes everything (BENCHMARKS.md has the throughput with it).
+//!
+//! # A batch deadline inside the lease
+//! A batch's sends end by `lease / 2` after its claim: a row not acknowledged by then is
+//! recorded as a failed attempt (with backoff), the rows after it wait, and the marks commit
+//! well before PostgreSQL would end the claim's session. (When the broker acknowledged nothing
+//! at all in the batch, the silence is the broker's, and it counts as an outage instead.) A slow broker thus costs retries of
+//! the slow rows, not a republish of the whole batch. Creating a new topic can take seconds, so
+//! it never happens inside the claim: a claim that finds a topic the relay has not seen rolls
+//! back, creates it, and claims again; a topic that cannot be created is a failed attempt of the
+//! rows it concerns, which park like any other failure.
 //!
 //! # What a crash does
 //! The marks commit after the acknowledgements. A relay that dies after the broker's ack
@@ -34,14 +62,17 @@
 //! network partition) would hold them forever, so the claim's session runs with
 //! `idle_in_transaction_session_timeout = RELAY_LEASE_MS`: when it stays silent that long,
 //! PostgreSQL ends the session, the rows are free for another instance, and the hung one can
-//! no longer mark anything. Each send is bounded by a third of the lease, so a healthy relay
-//! never runs into it.
+//! no longer mark anything. Each send is bounded by a third of the lease and the batch by half
+//! of it, so a healthy relay never runs into it.
 //!
 //! # Parking, and what an operator can do
-//! After `RELAY_MAX_ATTEMPTS` failed attempts a row is *parked*: kept with its last error,
+//! Only a failure of the event itself counts an attempt (`broker::Fault`); a broker that is
+//! away pauses the relay and parks nothing (`outage.rs`). After `RELAY_MAX_ATTEMPTS` failed
+//! attempts a row is *parked*: kept with its last error,
 //! no longer retried, reported on the status page and in `outbox_parked`. It still blocks the
 //! later events of its aggregate — publishing them would break the order. The admin API
-//! (`admin.rs`) retries it (after a fix) or skips it (the aggregate goes on without it).
+//! (`admin.rs`) retries it (after a fix) or skips it (the aggregate goes on without it), one
+//! by one or in bulk.
 //!
 //! # Pipelining
 //! While one batch waits for the broker's acknowledgements, the database has nothing to do,
@@ -61,28 +92,22 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
-use rdkafka::{
-    error::KafkaError,
-    producer::{FutureProducer, FutureRecord},
-};
-use shared::{
-    config::KafkaConfig,
-    envelope::EventHeaders,
-    kafka::{breaks_producer, Backoff, Publisher},
-};
+use shared::{config::KafkaConfig, envelope::EventHeaders, kafka::Backoff};
 use sqlx::{PgPool, Postgres, Transaction};
-use tokio::sync::Mutex;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
+    broker::{Broker, Fault, Kafka, Outgoing, SendError},
     config::RelaySettings,
+    outage::Outage,
     wake::{Flow, Outcome, Pace},
 };
 
@@ -90,8 +115,6 @@ use crate::{
 pub enum RelayError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
-    #[error("kafka: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
 }
 
 /// What one batch did.
@@ -99,10 +122,14 @@ pub enum RelayError {
 pub struct BatchReport {
     pub claimed: usize,
     pub published: usize,
+    /// Refused by the broker or past the deadline: an attempt counted.
     pub failed: usize,
     /// Claimed but left for later: an earlier event of the same aggregate was not
-    /// publishable yet (held by another instance, waiting for a retry, or failed just now).
+    /// publishable yet (held by another instance, waiting for a retry, or failed just now),
+    /// or the broker was away (no attempt counted).
     pub deferred: usize,
+    /// Set when the broker was away: publishing pauses this long before the next batch.
+    pub pause: Option<Duration>,
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -128,14 +155,56 @@ pub struct Topics {
 }
 
 impl Topics {
-    async fn ensure(&self, kafka: &KafkaConfig, wanted: HashSet<String>) -> Result<(), RelayError> {
-        let mut known = self.known.lock().await;
-        let missing: Vec<String> = wanted.into_iter().filter(|t| !known.contains(t)).collect();
-        if !missing.is_empty() {
-            shared::kafka::ensure_topics(kafka, &missing).await?;
-            known.extend(missing);
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        // Only ever extended: a panic elsewhere cannot leave the set torn.
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn is_known(&self, topic: &str) -> bool {
+        self.lock().contains(topic)
+    }
+}
+
+/// What every database's relay in a process shares: the broker, the topics created so far,
+/// and whether the broker is away.
+#[derive(Clone)]
+pub struct Publishing {
+    pub broker: Arc<dyn Broker>,
+    pub kafka: KafkaConfig,
+    pub topics: Arc<Topics>,
+    pub outage: Outage,
+}
+
+impl Publishing {
+    pub fn new(broker: Arc<dyn Broker>, kafka: KafkaConfig) -> Self {
+        Self {
+            broker,
+            kafka,
+            topics: Arc::default(),
+            outage: Outage::default(),
         }
-        Ok(())
+    }
+
+    /// Publishing to Kafka through `publisher`: what the relay runs with.
+    pub fn kafka(publisher: shared::kafka::Publisher, kafka: KafkaConfig) -> Self {
+        Self::new(Arc::new(Kafka::new(publisher, kafka.clone())), kafka)
+    }
+
+    /// Creates the topics, one by one; the ones that could not be created, with why.
+    async fn create_topics(&self, topics: HashSet<String>) -> HashMap<String, SendError> {
+        let mut failed = HashMap::new();
+        for topic in topics {
+            match self.broker.create_topic(&topic).await {
+                Ok(()) => {
+                    self.topics.lock().insert(topic);
+                }
+                Err(error) => {
+                    tracing::warn!(%topic, %error, "topic could not be created");
+                    failed.insert(topic, error);
+                }
+            }
+        }
+        failed
     }
 }
 
@@ -144,10 +213,8 @@ impl Topics {
 pub struct Relay {
     pub name: String,
     pool: PgPool,
-    publisher: Publisher,
-    kafka: KafkaConfig,
     settings: RelaySettings,
-    topics: Arc<Topics>,
+    publishing: Publishing,
     /// Shared by this database's claim loops (see `wake`).
     flow: Flow,
 }
@@ -156,18 +223,14 @@ impl Relay {
     pub fn new(
         name: String,
         pool: PgPool,
-        publisher: Publisher,
-        kafka: KafkaConfig,
         settings: RelaySettings,
-        topics: Arc<Topics>,
+        publishing: Publishing,
     ) -> Self {
         Self {
             name,
             pool,
-            publisher,
-            kafka,
             settings,
-            topics,
+            publishing,
             flow: Flow::default(),
         }
     }
@@ -201,7 +264,10 @@ impl Relay {
             outcome = match self.relay_batch().await {
                 Ok(report) => {
                     errors.reset();
-                    Outcome::of(&report, self.settings.batch_size)
+                    match report.pause {
+                        Some(pause) => Outcome::Failed(pause),
+                        None => Outcome::of(&report, self.settings.batch_size),
+                    }
                 }
                 Err(error) => {
                     let delay = errors.next_delay();
@@ -220,7 +286,7 @@ impl Relay {
             return Ok(BatchReport::default());
         };
         let claimed = started.elapsed();
-        let published = self.publish_claimed(&claim).await?;
+        let published = self.publish_claimed(&claim).await;
         let sent = started.elapsed();
         let report = self.mark(claim, published).await?;
         // Where a batch's time goes: what to look at before tuning batch size or producer.
@@ -237,17 +303,48 @@ impl Relay {
     /// Step 1 and 2: claims due rows and keeps, per aggregate, those before its gate.
     /// `None` when there is nothing to do. Dropping the claim without [`Relay::mark`] is what
     /// a crash does: the locks go, the rows stay unpublished.
+    ///
+    /// A claim that needs a topic the relay has not created yet rolls back, creates it outside
+    /// any transaction, and claims again (see "A batch deadline inside the lease").
     pub async fn claim(&self) -> Result<Option<Claim>, RelayError> {
+        let Some(claim) = self.claim_rows().await? else {
+            return Ok(None);
+        };
+        let missing: HashSet<String> = claim
+            .topics(&self.publishing.kafka)
+            .filter(|topic| !self.publishing.topics.is_known(topic))
+            .collect();
+        if missing.is_empty() {
+            return Ok(Some(claim));
+        }
+        drop(claim);
+        let failed = self.publishing.create_topics(missing).await;
+        let Some(mut claim) = self.claim_rows().await? else {
+            return Ok(None);
+        };
+        claim.topic_failures = failed;
+        Ok(Some(claim))
+    }
+
+    async fn claim_rows(&self) -> Result<Option<Claim>, RelayError> {
         let mut tx = self.pool.begin().await?;
         let rows: Vec<OutboxRow> = sqlx::query_as(
-            "select id, aggregatetype, aggregateid, type, payload::text as payload,
-                    tracingspancontext, schema_version, seq, attempts, created_at
-             from outbox
-             where published_at is null and skipped_at is null and parked_at is null
-               and (next_attempt_at is null or next_attempt_at <= now())
-             order by seq
+            "select o.id, o.aggregatetype, o.aggregateid, o.type, o.payload::text as payload,
+                    o.tracingspancontext, o.schema_version, o.seq, o.attempts, o.created_at
+             from outbox o
+             where o.published_at is null and o.skipped_at is null and o.parked_at is null
+               and (o.next_attempt_at is null or o.next_attempt_at <= now())
+               -- Not behind a stuck event of its aggregate (parked, or waiting for its
+               -- retry): it could only be deferred, and would starve every other aggregate.
+               and not exists (
+                   select 1 from outbox s
+                   where s.aggregatetype = o.aggregatetype and s.aggregateid = o.aggregateid
+                     and s.seq < o.seq
+                     and s.published_at is null and s.skipped_at is null
+                     and (s.parked_at is not null or s.next_attempt_at > now()))
+             order by o.seq
              limit $1
-             for update skip locked",
+             for update of o skip locked",
         )
         .bind(self.settings.batch_size)
         .fetch_all(&mut *tx)
@@ -303,37 +400,24 @@ impl Relay {
             chains: chains.into_values().collect(),
             claimed,
             deferred,
+            started: Instant::now(),
+            topic_failures: HashMap::new(),
         }))
     }
 
     /// Step 3: publishes the claimed chains, aggregates concurrently, each aggregate's rows
-    /// strictly one after another. Marks nothing.
-    pub async fn publish_claimed(&self, claim: &Claim) -> Result<Published, RelayError> {
-        let topics = claim
-            .chains
-            .iter()
-            .filter_map(|chain| chain.first())
-            .map(|row| self.kafka.topic_for(&row.aggregatetype))
-            .collect();
-        self.topics.ensure(&self.kafka, topics).await?;
-        let sender = self.publisher.producer();
-        let outcomes = join_all(
-            claim
-                .chains
-                .iter()
-                .map(|chain| self.publish_chain(&sender.producer, chain)),
+    /// strictly one after another, until the batch's deadline. Marks nothing.
+    pub async fn publish_claimed(&self, claim: &Claim) -> Published {
+        let deadline = claim.started + self.settings.batch_deadline();
+        Published(
+            join_all(
+                claim
+                    .chains
+                    .iter()
+                    .map(|chain| self.publish_chain(chain, &claim.topic_failures, deadline)),
+            )
+            .await,
         )
-        .await;
-        // A broker that rejects the producer itself rejects every later send too: replace it
-        // (see `shared::kafka::Publisher`). The failed rows are retried like any other failure.
-        if let Some(error) = outcomes
-            .iter()
-            .filter_map(|o| o.failed.as_ref().map(|(_, e)| e))
-            .find(|e| breaks_producer(e))
-        {
-            self.publisher.replace(&sender, error);
-        }
-        Ok(Published(outcomes))
     }
 
     /// Step 4: records what happened, in the transaction that holds the claim, and commits.
@@ -347,17 +431,28 @@ impl Relay {
             chains,
             claimed,
             mut deferred,
+            ..
         } = claim;
         let rows: HashMap<Uuid, &OutboxRow> = chains.iter().flatten().map(|r| (r.id, r)).collect();
-        let mut acked: Vec<Uuid> = Vec::new();
+        let acked: Vec<Uuid> = published.0.iter().flat_map(|o| o.acked.clone()).collect();
+        // A send still unanswered at the deadline is the event's problem when the broker
+        // answered others meanwhile; when it answered none, the broker is what is silent.
+        let silent = acked.is_empty();
         let mut failed = 0;
+        let mut outage: Option<SendError> = None;
         for outcome in published.0 {
-            acked.extend(&outcome.acked);
             deferred += outcome.held_back;
             let Some((id, error)) = outcome.failed else {
                 continue;
             };
             let Some(row) = rows.get(&id) else { continue };
+            if error.fault == Fault::Outage || (outcome.past_deadline && silent) {
+                // Not the event's fault: it keeps its attempts and goes first once the broker
+                // is back.
+                deferred += 1;
+                outage.get_or_insert(error);
+                continue;
+            }
             failed += 1;
             let attempts = row.attempts + 1;
             let park = attempts >= self.settings.max_attempts;
@@ -380,12 +475,14 @@ impl Relay {
             sqlx::query(
                 "update outbox
                  set attempts = attempts + 1, last_error = $2,
-                     next_attempt_at = now() + make_interval(secs => $3),
+                     -- From now, not from the claim's start (now()), which may be most of
+                     -- a batch deadline ago.
+                     next_attempt_at = clock_timestamp() + make_interval(secs => $3),
                      parked_at = case when $4 then now() end
                  where id = $1",
             )
             .bind(id)
-            .bind(error.to_string())
+            .bind(&error.reason)
             .bind(delay.as_secs_f64())
             .bind(park)
             .execute(&mut *tx)
@@ -410,29 +507,69 @@ impl Relay {
             .increment(acked.len() as u64);
         metrics::counter!("outbox_publish_failures_total", "database" => self.name.clone())
             .increment(failed as u64);
-        let report = BatchReport {
+        let pause = match outage {
+            Some(error) => Some(self.publishing.outage.failed(&error.reason)),
+            None => {
+                if !acked.is_empty() {
+                    self.publishing.outage.acknowledged();
+                }
+                None
+            }
+        };
+        Ok(BatchReport {
             claimed,
             published: acked.len(),
             failed,
             deferred,
-        };
-        Ok(report)
+            pause,
+        })
     }
 
-    async fn publish_chain(&self, producer: &FutureProducer, chain: &[OutboxRow]) -> ChainOutcome {
+    async fn publish_chain(
+        &self,
+        chain: &[OutboxRow],
+        topic_failures: &HashMap<String, SendError>,
+        deadline: Instant,
+    ) -> ChainOutcome {
         let mut outcome = ChainOutcome::default();
+        let Some(first) = chain.first() else {
+            return outcome;
+        };
+        let topic = self.publishing.kafka.topic_for(&first.aggregatetype);
+        if let Some(error) = topic_failures.get(&topic) {
+            outcome.failed = Some((first.id, error.clone()));
+            outcome.held_back = chain.len() - 1;
+            return outcome;
+        }
+        if !self.publishing.topics.is_known(&topic) {
+            // A new aggregate type committed between the topic creation and the second claim:
+            // the next batch creates its topic.
+            outcome.held_back = chain.len();
+            return outcome;
+        }
         for (i, row) in chain.iter().enumerate() {
-            match self.publish(producer, row).await {
-                Ok(()) => {
+            let sent = tokio::time::timeout_at(deadline, self.publish(&topic, row)).await;
+            match sent {
+                Ok(Ok(())) => {
                     // Commit (well, insert) to broker acknowledgement.
                     let latency = (Utc::now() - row.created_at).to_std().unwrap_or_default();
                     metrics::histogram!("outbox_publish_latency_seconds", "database" => self.name.clone())
                         .record(latency.as_secs_f64());
                     outcome.acked.push(row.id);
                 }
-                Err(error) => {
+                Ok(Err(error)) => {
                     outcome.held_back = chain.len() - i - 1;
                     outcome.failed = Some((row.id, error));
+                    break;
+                }
+                Err(_) => {
+                    let reason = format!(
+                        "not acknowledged within the batch deadline ({} ms)",
+                        self.settings.batch_deadline().as_millis()
+                    );
+                    outcome.held_back = chain.len() - i - 1;
+                    outcome.failed = Some((row.id, SendError::event(reason)));
+                    outcome.past_deadline = true;
                     break;
                 }
             }
@@ -441,7 +578,7 @@ impl Relay {
     }
 
     /// Sends one row and waits for the broker's acknowledgement.
-    async fn publish(&self, producer: &FutureProducer, row: &OutboxRow) -> Result<(), KafkaError> {
+    async fn publish(&self, topic: &str, row: &OutboxRow) -> Result<(), SendError> {
         let (id, version) = (row.id.to_string(), row.schema_version.to_string());
         let headers = EventHeaders {
             id: &id,
@@ -450,20 +587,16 @@ impl Relay {
             aggregate_id: &row.aggregateid,
             schema_version: &version,
             traceparent: row.tracingspancontext.as_deref(),
-        }
-        .to_kafka();
-        let topic = self.kafka.topic_for(&row.aggregatetype);
-        let record = FutureRecord::to(&topic)
-            .key(&row.aggregateid)
-            .payload(&row.payload)
-            .headers(headers);
-        // The queue timeout only bounds waiting for room in the local queue; the delivery
-        // itself is bounded by the producer's `message.timeout.ms` (a third of the lease).
-        producer
-            .send(record, Duration::from_secs(5))
+        };
+        self.publishing
+            .broker
+            .send(Outgoing {
+                topic,
+                key: &row.aggregateid,
+                payload: &row.payload,
+                headers,
+            })
             .await
-            .map(|_| ())
-            .map_err(|(error, _)| error)
     }
 
     /// Deletes published and skipped rows older than the retention, `retention_batch` rows
@@ -571,6 +704,19 @@ pub struct Claim {
     chains: Vec<Vec<OutboxRow>>,
     claimed: usize,
     deferred: usize,
+    /// When the claim's rows were locked: the batch deadline counts from here.
+    started: Instant,
+    /// Topics that could not be created just before this claim: their rows fail.
+    topic_failures: HashMap<String, SendError>,
+}
+
+impl Claim {
+    fn topics<'a>(&'a self, kafka: &'a KafkaConfig) -> impl Iterator<Item = String> + 'a {
+        self.chains
+            .iter()
+            .filter_map(|chain| chain.first())
+            .map(|row| kafka.topic_for(&row.aggregatetype))
+    }
 }
 
 /// What the broker acknowledged of a claim.
@@ -579,9 +725,11 @@ pub struct Published(Vec<ChainOutcome>);
 #[derive(Default)]
 struct ChainOutcome {
     acked: Vec<Uuid>,
-    failed: Option<(Uuid, KafkaError)>,
+    failed: Option<(Uuid, SendError)>,
     /// Rows after the failed one, not attempted so they cannot overtake it.
     held_back: usize,
+    /// The failed row was still unanswered at the batch's deadline.
+    past_deadline: bool,
 }
 
 /// Exponential backoff with jitter from the row's attempt count, so that many failed rows

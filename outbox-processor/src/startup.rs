@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::Config,
-    relay::{Relay, Topics},
+    outage::Outage,
+    relay::{Publishing, Relay},
     routes,
 };
 
@@ -21,6 +22,8 @@ use crate::{
 pub struct AppState {
     pub relays: Arc<Vec<Relay>>,
     pub publisher: Publisher,
+    /// Whether the broker is away (publishing paused), for the status page.
+    pub outage: Outage,
     pub admin_token: Option<SecretString>,
 }
 
@@ -36,7 +39,7 @@ impl Application {
         let mut producer = kafka::producer_config(&config.kafka);
         producer.set("message.timeout.ms", send_timeout);
         let publisher = Publisher::new(producer)?;
-        let topics = Arc::new(Topics::default());
+        let publishing = Publishing::kafka(publisher.clone(), config.kafka.clone());
         let mut relays = Vec::with_capacity(config.databases.len());
         for source in config.databases {
             // Per claim loop a claim transaction and a LISTEN connection; plus the cleaner,
@@ -46,10 +49,8 @@ impl Application {
             relays.push(Relay::new(
                 source.name,
                 pool,
-                publisher.clone(),
-                config.kafka.clone(),
                 config.relay.clone(),
-                topics.clone(),
+                publishing.clone(),
             ));
         }
         let listener = shared::http::bind(config.port).await?;
@@ -58,6 +59,7 @@ impl Application {
             state: AppState {
                 relays: Arc::new(relays),
                 publisher,
+                outage: publishing.outage,
                 admin_token: config.admin_token,
             },
         })

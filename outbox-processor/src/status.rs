@@ -10,7 +10,7 @@ use serde::Serialize;
 use shared::http::{Json, Problem};
 use uuid::Uuid;
 
-use crate::{relay::Stats, startup::AppState};
+use crate::{outage::PublishingState, relay::Stats, startup::AppState};
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -45,6 +45,8 @@ pub struct DatabaseStatus {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Status {
+    /// Publishing, or paused because the broker is away (no event spends attempts meanwhile).
+    pub publishing: PublishingState,
     pub databases: Vec<DatabaseStatus>,
 }
 
@@ -75,7 +77,10 @@ async fn status(state: &AppState) -> Status {
             error,
         });
     }
-    Status { databases }
+    Status {
+        publishing: state.outage.state(),
+        databases,
+    }
 }
 
 /// The status page's numbers, per database.
@@ -98,6 +103,15 @@ async fn page(State(state): State<AppState>) -> Html<String> {
          <p>Refreshes every 2 s. JSON: <a href=/status.json>/status.json</a>, \
          Prometheus: <a href=/metrics>/metrics</a>.</p>",
     );
+    if let PublishingState::Paused { since, last_error } = &status.publishing {
+        let _ = write!(
+            html,
+            "<p class=parked>Broker unavailable since {}: publishing paused, no event spends \
+             attempts; it resumes on its own. Last error: {}</p>",
+            since.format("%H:%M:%S"),
+            escape(last_error)
+        );
+    }
     for db in &status.databases {
         let _ = write!(html, "<h2>{}</h2>", escape(&db.database));
         if let Some(error) = &db.error {

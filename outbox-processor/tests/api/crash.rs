@@ -1,12 +1,12 @@
 //! A relay that dies between the broker's ack and its mark: the event goes out again, and the
 //! consumer still applies it once.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use chrono::Utc;
 use outbox_processor::{
     config::RelaySettings,
-    relay::{Relay, Topics},
+    relay::{Publishing, Relay},
 };
 use shared::{
     events::{OrderLine, OrderPlaced},
@@ -46,17 +46,18 @@ async fn a_relay_killed_between_ack_and_mark_republishes_and_inventory_applies_o
         Relay::new(
             "orders".into(),
             orders.clone(),
-            shared::kafka::Publisher::new(shared::kafka::producer_config(&kafka)).unwrap(),
-            kafka.clone(),
             RelaySettings::default(),
-            Arc::new(Topics::default()),
+            Publishing::kafka(
+                shared::kafka::Publisher::new(shared::kafka::producer_config(&kafka)).unwrap(),
+                kafka.clone(),
+            ),
         )
     };
     // The first relay publishes, the broker acknowledges, and the relay dies before marking:
     // its transaction never commits (as when the process is killed).
     let doomed = relay();
     let claim = doomed.claim().await.unwrap().expect("a row to claim");
-    doomed.publish_claimed(&claim).await.unwrap();
+    doomed.publish_claimed(&claim).await;
     drop(claim);
     let unpublished: i64 =
         sqlx::query_scalar("select count(*) from outbox where published_at is null")

@@ -269,6 +269,109 @@ async fn parked_events_are_listed_retried_and_skipped_through_the_admin_api() {
 }
 
 #[tokio::test]
+async fn parked_events_are_retried_in_bulk_by_filter() {
+    let admin = spawn_relay().await;
+    let e1 = write(&admin.pool, "e", true).await;
+    let e2 = write(&admin.pool, "e", false).await;
+    let f1 = write(&admin.pool, "f", true).await;
+    let g1 = write(&admin.pool, "g", true).await;
+    for id in [e1, f1, g1] {
+        admin.wait_until_parked(id).await;
+    }
+    // g/1 was parked for another reason.
+    sqlx::query("update outbox set last_error = 'topic refused by policy' where id = $1")
+        .bind(g1)
+        .execute(&admin.pool)
+        .await
+        .unwrap();
+    let get = |query: &'static str| {
+        let admin = &admin;
+        async move {
+            let response = admin
+                .http
+                .get(format!("{}/admin/parked?{query}", admin.service.address))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap();
+            response.json::<Value>().await.unwrap()["items"]
+                .as_array()
+                .unwrap()
+                .len()
+        }
+    };
+    assert_eq!(
+        get("error=policy").await,
+        1,
+        "the filter previews a bulk retry"
+    );
+    assert_eq!(get("database=orders").await, 3);
+
+    // Filters that take nothing, or make no sense.
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let none: Value = admin
+        .post(&format!("/admin/parked/retry?parked_from={later}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(none["total"], 0);
+    assert_eq!(
+        admin
+            .post("/admin/parked/retry?database=nowhere")
+            .await
+            .status(),
+        404
+    );
+    let empty_range = admin
+        .post(&format!(
+            "/admin/parked/retry?parked_from={later}&parked_to={later}"
+        ))
+        .await;
+    assert_eq!(empty_range.status(), 400);
+    assert_eq!(
+        empty_range.headers()["content-type"],
+        "application/problem+json"
+    );
+    assert_eq!(
+        admin
+            .post("/admin/parked/retry?parked_to=yesterday")
+            .await
+            .status(),
+        400
+    );
+
+    // The too-large ones are fixed: retry those by their error; e/2 follows e/1.
+    admin.fix(e1).await;
+    admin.fix(f1).await;
+    let retried: Value = admin
+        .post("/admin/parked/retry?error=MessageSizeTooLarge")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(retried["total"], 2, "{retried}");
+    assert_eq!(retried["databases"][0]["database"], "orders");
+    for id in [e1, e2, f1] {
+        assert_eq!(admin.wait_until_done(id).await, (true, false));
+    }
+    assert_eq!(admin.parked().await.len(), 1, "g/1 was not taken");
+
+    // Everything else, unfiltered.
+    admin.fix(g1).await;
+    let rest: Value = admin
+        .post("/admin/parked/retry")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rest["total"], 1);
+    assert_eq!(admin.wait_until_done(g1).await, (true, false));
+    assert!(admin.parked().await.is_empty());
+}
+
+#[tokio::test]
 async fn the_status_page_shows_pending_parked_and_recent_events() {
     let admin = spawn_relay().await;
     let parked = write(&admin.pool, "p", true).await;
@@ -281,6 +384,7 @@ async fn the_status_page_shows_pending_parked_and_recent_events() {
         format!("{}/status.json", admin.service.address),
     )
     .await;
+    assert_eq!(status["publishing"]["state"], "publishing");
     let orders = &status["databases"][0];
     assert_eq!(orders["database"], "orders");
     assert_eq!(orders["stats"]["parked"], 1);

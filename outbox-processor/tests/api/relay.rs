@@ -1,10 +1,10 @@
 //! Claim, publish, mark: what the relay guarantees, checked on the real broker.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{collections::HashMap, time::Duration};
 
 use outbox_processor::{
     config::RelaySettings,
-    relay::{BatchReport, Relay, Topics},
+    relay::{BatchReport, Publishing, Relay},
 };
 use rdkafka::Message;
 use serde::{Deserialize, Serialize};
@@ -12,7 +12,7 @@ use shared::{config::KafkaConfig, events::DomainEvent, testing};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-const WAIT: Duration = Duration::from_secs(20);
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
 /// A test event: `n` numbers the events of one aggregate, so order can be checked.
 #[derive(Debug, Serialize, Deserialize)]
@@ -31,7 +31,7 @@ impl DomainEvent for Ticked {
     }
 }
 
-async fn write(pool: &PgPool, aggregate: &str, n: u32, padding: usize) -> Uuid {
+pub(crate) async fn write(pool: &PgPool, aggregate: &str, n: u32, padding: usize) -> Uuid {
     let mut tx = pool.begin().await.unwrap();
     let event = Ticked {
         aggregate: aggregate.into(),
@@ -57,18 +57,19 @@ fn relay(pool: &PgPool, kafka: &KafkaConfig) -> Relay {
     relay_with(pool, kafka, settings)
 }
 
-fn relay_with(pool: &PgPool, kafka: &KafkaConfig, settings: RelaySettings) -> Relay {
+pub(crate) fn relay_with(pool: &PgPool, kafka: &KafkaConfig, settings: RelaySettings) -> Relay {
     Relay::new(
         "test".into(),
         pool.clone(),
-        shared::kafka::Publisher::new(shared::kafka::producer_config(kafka)).unwrap(),
-        kafka.clone(),
         settings,
-        Arc::new(Topics::default()),
+        Publishing::kafka(
+            shared::kafka::Publisher::new(shared::kafka::producer_config(kafka)).unwrap(),
+            kafka.clone(),
+        ),
     )
 }
 
-async fn unpublished(pool: &PgPool) -> i64 {
+pub(crate) async fn unpublished(pool: &PgPool) -> i64 {
     sqlx::query_scalar("select count(*) from outbox where published_at is null")
         .fetch_one(pool)
         .await
@@ -80,7 +81,7 @@ async fn published(kafka: &KafkaConfig, expected: usize) -> Vec<(String, u32)> {
     published_within(kafka, expected, WAIT).await
 }
 
-async fn published_within(
+pub(crate) async fn published_within(
     kafka: &KafkaConfig,
     expected: usize,
     wait: Duration,
@@ -96,7 +97,7 @@ async fn published_within(
 }
 
 /// Per key, the sequence numbers in the order they were read.
-fn per_key(messages: &[(String, u32)]) -> HashMap<String, Vec<u32>> {
+pub(crate) fn per_key(messages: &[(String, u32)]) -> HashMap<String, Vec<u32>> {
     let mut out: HashMap<String, Vec<u32>> = HashMap::new();
     for (key, n) in messages {
         out.entry(key.clone()).or_default().push(*n);
@@ -158,7 +159,8 @@ async fn publishes_with_key_headers_and_marks_rows_published() {
             claimed: 1,
             published: 1,
             failed: 0,
-            deferred: 0
+            deferred: 0,
+            pause: None,
         }
     );
     assert_eq!(unpublished(&pool).await, 0);
@@ -206,7 +208,8 @@ async fn a_later_event_waits_while_an_earlier_one_of_its_aggregate_is_held_elsew
             claimed: 2,
             published: 1,
             failed: 0,
-            deferred: 1
+            deferred: 1,
+            pause: None,
         }
     );
     assert_eq!(published(&kafka, 1).await, [("b".to_owned(), 1)]);
@@ -296,7 +299,7 @@ async fn a_stale_lease_is_taken_over_and_the_hung_relay_cannot_mark() {
     assert_eq!(unpublished(&pool).await, 0);
 
     // The hung instance wakes up: it may publish again (at least once), but it cannot mark.
-    let published = hung.publish_claimed(&claim).await.unwrap();
+    let published = hung.publish_claimed(&claim).await;
     assert!(hung.mark(claim, published).await.is_err());
 }
 
@@ -346,7 +349,8 @@ async fn a_failed_publish_is_recorded_and_its_aggregate_waits_while_others_go_on
             claimed: 3,
             published: 1,
             failed: 1,
-            deferred: 1
+            deferred: 1,
+            pause: None,
         }
     );
     let (attempts, error, due): (i32, Option<String>, bool) = sqlx::query_as(
