@@ -252,7 +252,9 @@ pub async fn retry_event(
     State(state): State<AppState>,
     Path((database, id)): Path<(String, Uuid)>,
 ) -> Result<Json<Changed>, Problem> {
-    let changed = update_parked_event(&state, &database, id, RETRY).await?;
+    let changed = retry(pool_of(&state, &database)?, id)
+        .await
+        .map_err(internal)?;
     found(database, changed, id)
 }
 
@@ -298,7 +300,9 @@ pub async fn skip_event(
     State(state): State<AppState>,
     Path((database, id)): Path<(String, Uuid)>,
 ) -> Result<Json<Changed>, Problem> {
-    let changed = update_parked_event(&state, &database, id, "skipped_at = now()").await?;
+    let changed = skip(pool_of(&state, &database)?, id)
+        .await
+        .map_err(internal)?;
     tracing::warn!(%database, %id, changed, "admin: event skipped");
     found(database, changed, id)
 }
@@ -312,21 +316,25 @@ fn pool_of<'a>(state: &'a AppState, database: &str) -> Result<&'a PgPool, Proble
         .ok_or_else(|| Problem::not_found(format!("no database named {database:?}")))
 }
 
-/// Applies `set` to the event `id` if it is parked; how many rows changed (0 or 1).
-async fn update_parked_event(
-    state: &AppState,
-    database: &str,
-    id: Uuid,
-    set: &str,
-) -> Result<u64, Problem> {
-    let pool = pool_of(state, database)?;
+/// Retries the event `id` if it is parked: due again now, attempts reset. How many rows
+/// changed (0 or 1).
+pub async fn retry(pool: &PgPool, id: Uuid) -> Result<u64, sqlx::Error> {
+    update_parked_event(pool, id, RETRY).await
+}
+
+/// Skips the event `id` if it is parked: never published, no longer blocking its aggregate.
+/// How many rows changed (0 or 1).
+pub async fn skip(pool: &PgPool, id: Uuid) -> Result<u64, sqlx::Error> {
+    update_parked_event(pool, id, "skipped_at = now()").await
+}
+
+async fn update_parked_event(pool: &PgPool, id: Uuid, set: &str) -> Result<u64, sqlx::Error> {
     let changed = sqlx::query(&format!(
         "update outbox set {set} where id = $1 and {PARKED}"
     ))
     .bind(id)
     .execute(pool)
-    .await
-    .map_err(internal)?
+    .await?
     .rows_affected();
     Ok(changed)
 }

@@ -9,7 +9,9 @@
 //! 3. stores the Kafka offset **only after** the handler's transaction committed; stored
 //!    offsets are committed to the broker every second and when the consumer closes.
 //!
-//! A crash between 2 and 3 redelivers the message; the inbox makes that a no-op. Transient
+//! A crash between 2 and 3 redelivers the message; the inbox makes that a no-op. A partition
+//! taken away by a rebalance is handed over only after its message in hand is done and
+//! committed (`assignment.rs`), so two instances never handle one partition at once. Transient
 //! failures (database down) are retried with backoff on the same message, so nothing is
 //! skipped; permanent ones (a payload that will never parse) go to the dead-letter topic
 //! with the reason, so one bad message cannot stop the partition.
@@ -19,7 +21,7 @@ use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 use rdkafka::{
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
     client::DefaultClientContext,
-    consumer::{Consumer, StreamConsumer},
+    consumer::{CommitMode, Consumer, StreamConsumer},
     error::{KafkaError, RDKafkaErrorCode},
     message::{Header, Headers, OwnedHeaders, OwnedMessage},
     producer::{FutureProducer, FutureRecord, Producer},
@@ -36,11 +38,12 @@ use crate::{
 
 mod assignment;
 mod publisher;
-pub use assignment::AssignmentObserver;
+pub use assignment::Rebalances;
 pub use publisher::{breaks_producer, Generation, Publisher};
 
-/// The consumer every service runs: rebalances are logged and counted (see [`assignment`]).
-type GroupConsumer = StreamConsumer<AssignmentObserver>;
+/// The consumer every service runs: rebalances are logged, counted and handed over cleanly
+/// (see [`assignment`]).
+type GroupConsumer = StreamConsumer<Rebalances>;
 
 /// How a handler failed, which decides what the loop does with the message.
 #[derive(Debug, thiserror::Error)]
@@ -234,8 +237,9 @@ async fn consume<H: EventHandler>(
     all_topics.push(dead_letter_topic.clone());
     ensure_topics(&settings.kafka, &all_topics).await?;
 
+    let (revoke, mut revocations) = mpsc::unbounded_channel();
     let consumer: GroupConsumer = consumer_config(&settings.kafka, &group_id)
-        .create_with_context(AssignmentObserver::new(&settings.name))?;
+        .create_with_context(Rebalances::new(&settings.name, revoke))?;
     let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
     match settings.kafka.assignment {
         Assignment::Group => consumer.subscribe(&topics)?,
@@ -264,23 +268,29 @@ async fn consume<H: EventHandler>(
         dead_letters: Publisher::new(producer_config(&settings.kafka))?,
         dead_letter_topic,
         group: group_id.clone(),
-        shutdown: shutdown.clone(),
     });
     tracing::info!(group = %group_id, ?topics, "consumer started");
 
     // One task per partition: order only matters within a partition (one aggregate, one key,
     // one partition), so partitions are handled concurrently and each one strictly in order.
     // The loop below only fetches and hands each message to its partition's queue.
-    let mut queues: HashMap<(String, i32), mpsc::Sender<OwnedMessage>> = HashMap::new();
+    let mut partitions: HashMap<(String, i32), Partition> = HashMap::new();
     let mut workers = JoinSet::new();
     let mut failure: Option<String> = None;
     loop {
         let message = tokio::select! {
             _ = shutdown.cancelled() => break,
-            // Workers run until their queue closes: one that ends now has died.
-            Some(ended) = workers.join_next() => {
-                failure = Some(task_failure(ended));
-                break;
+            // A worker ends when its partition is revoked, or when it dies.
+            Some(ended) = workers.join_next() => match ended {
+                Ok(()) => continue,
+                Err(_) => {
+                    failure = Some(task_failure(ended));
+                    break;
+                }
+            },
+            Some(revoked) = revocations.recv() => {
+                hand_over(&consumer, &mut partitions, &revoked).await;
+                continue;
             }
             message = consumer.recv() => message,
         };
@@ -292,24 +302,54 @@ async fn consume<H: EventHandler>(
                 continue;
             }
         };
-        let partition = (message.topic().to_owned(), message.partition());
-        let queue = queues.entry(partition).or_insert_with(|| {
-            let (tx, rx) = mpsc::channel(PARTITION_QUEUE);
-            workers.spawn(worker.clone().run(rx));
-            tx
-        });
+        let key = (message.topic().to_owned(), message.partition());
         // A full queue (its partition is retrying a failing message) makes the fetch loop
-        // wait: memory stays bounded, and nothing is skipped.
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            sent = queue.send(message) => if sent.is_err() {
-                break; // The worker stopped: shutdown mid-retry, or it died (below).
+        // wait: memory stays bounded, and nothing is skipped. A revocation is still handled
+        // meanwhile, or a worker stuck in its retries would hold up the whole group.
+        let delivered = loop {
+            let queue = partitions
+                .entry(key.clone())
+                .or_insert_with(|| {
+                    let (queue, rx) = mpsc::channel(PARTITION_QUEUE);
+                    let stop = shutdown.child_token();
+                    let done = CancellationToken::new();
+                    workers.spawn(
+                        worker
+                            .clone()
+                            .run(rx, stop.clone(), done.clone().drop_guard()),
+                    );
+                    Partition { queue, stop, done }
+                })
+                .queue
+                .clone();
+            tokio::select! {
+                _ = shutdown.cancelled() => break false,
+                room = queue.reserve() => match room {
+                    Ok(room) => {
+                        room.send(message);
+                        break true;
+                    }
+                    // The worker stopped: shutdown mid-retry, or it died (below).
+                    Err(_) => break false,
+                },
+                Some(revoked) = revocations.recv() => {
+                    hand_over(&consumer, &mut partitions, &revoked).await;
+                    if revoked.find_partition(&key.0, key.1).is_some() {
+                        // Not ours any more: the new owner reads it from the committed offset.
+                        break true;
+                    }
+                }
             }
+        };
+        if !delivered {
+            break;
         }
     }
     // Let every worker finish the message in hand. What is still queued was never committed,
-    // so it is delivered again after a restart.
-    drop(queues);
+    // so it is delivered again after a restart. Without the receiver, the revocation that
+    // closing the consumer triggers completes at once.
+    drop(partitions);
+    drop(revocations);
     while let Some(ended) = workers.join_next().await {
         if matches!(&ended, Err(e) if e.is_panic()) {
             failure.get_or_insert(task_failure(ended));
@@ -321,6 +361,45 @@ async fn consume<H: EventHandler>(
             tracing::info!(group = %group_id, "consumer stopped");
             Ok(())
         }
+    }
+}
+
+/// A partition this instance is working on: its queue, and its worker's stop and done signals.
+struct Partition {
+    queue: mpsc::Sender<OwnedMessage>,
+    /// Cancelled on revocation (and, as a child of the shutdown token, on shutdown).
+    stop: CancellationToken,
+    /// Cancelled when the worker has ended, whatever ended it.
+    done: CancellationToken,
+}
+
+/// A rebalance takes partitions away: stop handing out their messages, let each one's message
+/// in hand finish (its offset stored), commit, and only then let the group move them. Their
+/// queued messages were never handled; the new owner reads them from the committed offset.
+async fn hand_over(
+    consumer: &GroupConsumer,
+    partitions: &mut HashMap<(String, i32), Partition>,
+    revoked: &TopicPartitionList,
+) {
+    let mut finishing = Vec::new();
+    for element in revoked.elements() {
+        if let Some(partition) =
+            partitions.remove(&(element.topic().to_owned(), element.partition()))
+        {
+            partition.stop.cancel();
+            finishing.push(partition.done);
+        }
+    }
+    futures::future::join_all(finishing.iter().map(CancellationToken::cancelled)).await;
+    // Synchronously, so the new owner starts right after the last message handled here.
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(error) => {
+            tracing::warn!(%error, "commit before handing partitions over failed; their last messages may be redelivered")
+        }
+    }
+    if let Err(error) = consumer.context().give_up(consumer, revoked) {
+        tracing::warn!(%error, "could not give up revoked partitions");
     }
 }
 
@@ -352,18 +431,23 @@ struct PartitionWorker<H> {
     dead_letters: Publisher,
     dead_letter_topic: String,
     group: String,
-    shutdown: CancellationToken,
 }
 
 impl<H: EventHandler> PartitionWorker<H> {
-    async fn run(self: Arc<Self>, mut queue: mpsc::Receiver<OwnedMessage>) {
+    /// Handles the partition's messages until its queue closes or `stop` (revocation or
+    /// shutdown); `_done` signals the end, however it comes.
+    async fn run(
+        self: Arc<Self>,
+        mut queue: mpsc::Receiver<OwnedMessage>,
+        stop: CancellationToken,
+        _done: tokio_util::sync::DropGuard,
+    ) {
         while let Some(message) = queue.recv().await {
-            if self.shutdown.is_cancelled() {
-                break; // Not handled, not committed: it comes again after the restart.
+            if stop.is_cancelled() {
+                break; // Not handled, not committed: it comes again, here or at the new owner.
             }
-            let Some(outcome) = process(&message, self.handler.as_ref(), &self.shutdown).await
-            else {
-                break; // Shut down mid-retry: leave the offset uncommitted so it comes back.
+            let Some(outcome) = process(&message, self.handler.as_ref(), &stop).await else {
+                break; // Stopped mid-retry: leave the offset uncommitted so it comes back.
             };
             if let Err(reason) = outcome {
                 let copied = dead_letter(
@@ -372,7 +456,7 @@ impl<H: EventHandler> PartitionWorker<H> {
                     &self.group,
                     &message,
                     &reason,
-                    &self.shutdown,
+                    &stop,
                 )
                 .await;
                 if copied == DeadLetter::Interrupted {
@@ -396,19 +480,20 @@ impl<H: EventHandler> PartitionWorker<H> {
             Offset::Offset(message.offset() + 1),
         );
         if let Err(error) = next.and_then(|()| self.consumer.store_offsets(&offsets)) {
-            // E.g. the partition was taken away by a rebalance: its new owner starts from the
-            // last commit and the inbox absorbs what is delivered twice.
+            // E.g. the partition was lost without a revocation (this instance was taken out
+            // of the group): its new owner starts from the last commit and the inbox absorbs
+            // what is delivered twice.
             tracing::warn!(%error, "offset store failed; the message may be redelivered");
         }
     }
 }
 
 /// Runs the handler until it succeeds or fails permanently (`Some(Err(reason))`).
-/// Returns `None` when shutdown interrupted the retries.
+/// Returns `None` when `stop` (shutdown, or the partition's revocation) interrupted the retries.
 async fn process<H: EventHandler>(
     message: &OwnedMessage,
     handler: &H,
-    shutdown: &CancellationToken,
+    stop: &CancellationToken,
 ) -> Option<Result<(), String>> {
     let envelope = match Envelope::from_message(message) {
         Ok(envelope) => envelope,
@@ -437,7 +522,7 @@ async fn process<H: EventHandler>(
                     let delay = backoff.next_delay();
                     tracing::warn!(%error, ?delay, "event handling failed; retrying");
                     tokio::select! {
-                        _ = shutdown.cancelled() => return None,
+                        _ = stop.cancelled() => return None,
                         _ = tokio::time::sleep(delay) => {}
                     }
                 }
@@ -454,7 +539,8 @@ async fn process<H: EventHandler>(
 enum DeadLetter {
     /// The broker acknowledged its copy on the dead-letter topic: its offset may be stored.
     Copied,
-    /// Shutdown came while the copy was still failing: the message must come again.
+    /// Stopped (shutdown or revocation) while the copy was still failing: the message must
+    /// come again.
     Interrupted,
 }
 
@@ -465,7 +551,7 @@ async fn dead_letter(
     group: &str,
     message: &OwnedMessage,
     reason: &str,
-    shutdown: &CancellationToken,
+    stop: &CancellationToken,
 ) -> DeadLetter {
     tracing::error!(
         reason,
@@ -503,7 +589,7 @@ async fn dead_letter(
     }
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     // The offset is stored after this returns `Copied`, so the copy must be acknowledged
-    // first: retry until it is, or until shutdown (then the message is delivered again).
+    // first: retry until it is, or until stopped (then the message is delivered again).
     loop {
         let mut record: FutureRecord<'_, [u8], [u8]> =
             FutureRecord::to(topic).headers(headers.clone());
@@ -517,7 +603,7 @@ async fn dead_letter(
         let sent = tokio::select! {
             // Stop waiting: the copy may still arrive, and the message then comes again and
             // is copied twice, which a dead-letter topic allows (at least once).
-            _ = shutdown.cancelled() => return DeadLetter::Interrupted,
+            _ = stop.cancelled() => return DeadLetter::Interrupted,
             sent = sender.producer.send(record, Duration::from_secs(10)) => sent,
         };
         match sent {
@@ -529,7 +615,7 @@ async fn dead_letter(
                 let delay = backoff.next_delay();
                 tracing::warn!(%error, ?delay, "dead-letter publish failed; retrying");
                 tokio::select! {
-                    _ = shutdown.cancelled() => return DeadLetter::Interrupted,
+                    _ = stop.cancelled() => return DeadLetter::Interrupted,
                     _ = tokio::time::sleep(delay) => {}
                 }
             }

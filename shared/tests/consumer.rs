@@ -101,7 +101,7 @@ async fn partitions_run_side_by_side_in_order_and_a_restart_resumes_after_the_la
 }
 
 /// The same without group membership: every partition assigned, offsets committed under the
-/// group id all the same (the local stack runs this way, see the README's failure lab).
+/// group id all the same (an option for brokers whose group coordinator cannot be trusted).
 #[tokio::test]
 async fn with_manual_assignment_too() {
     side_by_side_in_order_and_resumes(Assignment::Manual).await;

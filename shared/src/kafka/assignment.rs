@@ -1,26 +1,60 @@
-//! Which partitions this instance owns: the consumer group's side of scaling out.
+//! Which partitions this instance owns, and handing them over cleanly: the consumer group's
+//! side of scaling out.
 //!
 //! In a consumer group the broker shares a topic's partitions among the instances of a
 //! service. When one instance dies, its partitions move to the others after its session
-//! times out; when it comes back, they are shared again. This context hears every such
+//! times out; when one joins or leaves, they are shared anew. This context hears every such
 //! rebalance, logs it, and keeps the gauge `kafka_consumer_assigned_partitions{consumer}`
 //! current, so an operator (and the failure lab's scale-out scenario) can see who owns what.
+//!
+//! **A revocation waits for the work in hand.** Without that, a revoked partition's task would
+//! go on through the messages already queued for it while the partition's new owner starts
+//! from the last committed offset: two instances handling one partition at once. The inbox
+//! would stop double effects, not reordering between them. So a revocation is not completed
+//! in the callback: it is passed to the consumer loop ([`crate::kafka`]), which stops handing
+//! out the revoked partitions' messages, lets each one's message in hand finish (its offset
+//! stored), commits, and only then gives the partitions up ([`Rebalances::give_up`]); the group
+//! waits for that before it assigns them elsewhere. Assignments take effect at once.
 
 use rdkafka::{
     client::ClientContext,
-    consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance},
+    consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol},
+    error::KafkaResult,
+    types::RDKafkaRespErr,
+    TopicPartitionList,
 };
+use tokio::sync::mpsc;
 
-/// The consumer context of every service: rebalances are logged and counted.
-pub struct AssignmentObserver {
+/// The consumer context of every service: rebalances are logged, counted, and revocations
+/// handed to the consumer loop.
+pub struct Rebalances {
     consumer: String,
+    revocations: mpsc::UnboundedSender<TopicPartitionList>,
 }
 
-impl AssignmentObserver {
-    pub fn new(consumer: &str) -> Self {
+impl Rebalances {
+    /// `revocations` receives every revoked set; whoever reads it must call
+    /// [`Rebalances::give_up`] once the partitions' work is done. With the receiver gone (the
+    /// loop has ended, the consumer is closing) partitions are given up at once.
+    pub fn new(consumer: &str, revocations: mpsc::UnboundedSender<TopicPartitionList>) -> Self {
         Self {
             consumer: consumer.to_owned(),
+            revocations,
         }
+    }
+
+    /// Completes a revocation: the group may now assign `revoked` elsewhere.
+    pub fn give_up<C: Consumer<Self>>(
+        &self,
+        consumer: &C,
+        revoked: &TopicPartitionList,
+    ) -> KafkaResult<()> {
+        let given_up = match consumer.rebalance_protocol() {
+            RebalanceProtocol::Cooperative => consumer.incremental_unassign(revoked),
+            _ => consumer.unassign(),
+        };
+        self.observe(consumer);
+        given_up
     }
 
     pub(crate) fn record(&self, owned: usize, partitions: String) {
@@ -28,26 +62,10 @@ impl AssignmentObserver {
             .set(owned as f64);
         tracing::info!(consumer = %self.consumer, owned, %partitions, "partitions assigned");
     }
-}
 
-impl ClientContext for AssignmentObserver {}
-
-impl ConsumerContext for AssignmentObserver {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Revoke(list) => {
-                tracing::info!(consumer = %self.consumer, revoked = list.count(), "partitions revoked");
-            }
-            Rebalance::Error(error) => {
-                tracing::warn!(consumer = %self.consumer, %error, "rebalance failed");
-            }
-            Rebalance::Assign(_) => {}
-        }
-    }
-
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, _: &Rebalance<'_>) {
-        // After the eager protocol's revoke the assignment is empty, after its assign it is
-        // the whole new share: read it rather than add up deltas.
+    /// Logs and counts the current assignment. After the eager protocol's revoke it is empty,
+    /// after its assign it is the whole new share: read it rather than add up deltas.
+    fn observe<C: Consumer<Self>>(&self, consumer: &C) {
         match consumer.assignment() {
             Ok(list) => {
                 let partitions = list
@@ -61,6 +79,45 @@ impl ConsumerContext for AssignmentObserver {
             Err(error) => {
                 tracing::warn!(consumer = %self.consumer, %error, "cannot read the assignment")
             }
+        }
+    }
+}
+
+impl ClientContext for Rebalances {}
+
+impl ConsumerContext for Rebalances {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        partitions: &mut TopicPartitionList,
+    ) {
+        let outcome = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let assigned = match consumer.rebalance_protocol() {
+                    RebalanceProtocol::Cooperative => consumer.incremental_assign(partitions),
+                    _ => consumer.assign(partitions),
+                };
+                self.observe(consumer);
+                assigned
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                tracing::info!(
+                    consumer = %self.consumer, revoked = partitions.count(),
+                    "partitions revoked; handing them over once their messages in hand are done"
+                );
+                match self.revocations.send(partitions.clone()) {
+                    Ok(()) => Ok(()),
+                    Err(_) => self.give_up(consumer, partitions),
+                }
+            }
+            error => {
+                tracing::warn!(consumer = %self.consumer, ?error, "rebalance failed; giving up the assignment");
+                self.give_up(consumer, partitions)
+            }
+        };
+        if let Err(error) = outcome {
+            tracing::warn!(consumer = %self.consumer, %error, "rebalance step failed");
         }
     }
 }
