@@ -6,3 +6,4 @@ mod faults;
 mod flow;
 mod operations;
 mod relay;
+mod torture;
