@@ -237,7 +237,7 @@ async fn consume<H: EventHandler>(
     all_topics.push(dead_letter_topic.clone());
     ensure_topics(&settings.kafka, &all_topics).await?;
 
-    let (revoke, mut revocations) = mpsc::unbounded_channel();
+    let (revoke, revocations) = mpsc::unbounded_channel();
     let consumer: GroupConsumer = consumer_config(&settings.kafka, &group_id)
         .create_with_context(Rebalances::new(&settings.name, revoke))?;
     let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
@@ -276,6 +276,12 @@ async fn consume<H: EventHandler>(
     // The loop below only fetches and hands each message to its partition's queue.
     let mut partitions: HashMap<(String, i32), Partition> = HashMap::new();
     let mut workers = JoinSet::new();
+    // Declared after the consumer and the workers, so dropped before them when this future is
+    // dropped (the task aborted): a revocation received but not completed is given up, and
+    // the one that closing the consumer triggers completes at once, instead of the group
+    // waiting for a loop that is gone.
+    let mut revocations = revocations;
+    let _handover = PendingRevocation(consumer.clone());
     let mut failure: Option<String> = None;
     loop {
         let message = tokio::select! {
@@ -361,6 +367,15 @@ async fn consume<H: EventHandler>(
             tracing::info!(group = %group_id, "consumer stopped");
             Ok(())
         }
+    }
+}
+
+/// Gives up, when dropped, a revocation the consumer loop received but did not complete.
+struct PendingRevocation(Arc<GroupConsumer>);
+
+impl Drop for PendingRevocation {
+    fn drop(&mut self) {
+        self.0.context().give_up_pending(self.0.as_ref());
     }
 }
 

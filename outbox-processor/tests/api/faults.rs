@@ -4,6 +4,7 @@
 //! reaches the real broker.
 
 use std::{
+    future::Future,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -79,18 +80,9 @@ impl Broker for Faulty {
             .unwrap()
             .as_ref()
             .and_then(|rule| rule(&event));
-        async move {
-            match injected {
-                None => self.real.send(event).await,
-                Some(Injected::Fail(error)) => Err(error),
-                Some(Injected::Delay(delay)) => {
-                    tokio::time::sleep(delay).await;
-                    self.real.send(event).await
-                }
-                Some(Injected::Hang) => std::future::pending().await,
-                Some(Injected::Through(other)) => other.send(event).await,
-            }
-        }
+        inject(injected, self.real.send(event), move |other| async move {
+            other.send(event).await
+        })
         .boxed()
     }
 
@@ -101,19 +93,35 @@ impl Broker for Faulty {
             .unwrap()
             .as_ref()
             .and_then(|rule| rule(topic));
-        async move {
-            match injected {
-                None => self.real.create_topic(topic).await,
-                Some(Injected::Fail(error)) => Err(error),
-                Some(Injected::Delay(delay)) => {
-                    tokio::time::sleep(delay).await;
-                    self.real.create_topic(topic).await
-                }
-                Some(Injected::Hang) => std::future::pending().await,
-                Some(Injected::Through(other)) => other.create_topic(topic).await,
-            }
-        }
+        inject(
+            injected,
+            self.real.create_topic(topic),
+            move |other| async move { other.create_topic(topic).await },
+        )
         .boxed()
+    }
+}
+
+/// Does what `injected` says instead of (or before) `real`; `elsewhere` goes to another broker.
+async fn inject<Real, Elsewhere, Other>(
+    injected: Option<Injected>,
+    real: Real,
+    elsewhere: Elsewhere,
+) -> Result<(), SendError>
+where
+    Real: Future<Output = Result<(), SendError>>,
+    Elsewhere: FnOnce(Arc<dyn Broker>) -> Other,
+    Other: Future<Output = Result<(), SendError>>,
+{
+    match injected {
+        None => real.await,
+        Some(Injected::Fail(error)) => Err(error),
+        Some(Injected::Delay(delay)) => {
+            tokio::time::sleep(delay).await;
+            real.await
+        }
+        Some(Injected::Hang) => std::future::pending().await,
+        Some(Injected::Through(other)) => elsewhere(other).await,
     }
 }
 

@@ -16,6 +16,8 @@
 //! stored), commits, and only then gives the partitions up ([`Rebalances::give_up`]); the group
 //! waits for that before it assigns them elsewhere. Assignments take effect at once.
 
+use std::sync::Mutex;
+
 use rdkafka::{
     client::ClientContext,
     consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol},
@@ -30,6 +32,9 @@ use tokio::sync::mpsc;
 pub struct Rebalances {
     consumer: String,
     revocations: mpsc::UnboundedSender<TopicPartitionList>,
+    /// A revocation handed to the consumer loop and not given up yet. The group waits for it,
+    /// so it must be given up even if the loop ends first ([`Rebalances::give_up_pending`]).
+    pending: Mutex<Option<TopicPartitionList>>,
 }
 
 impl Rebalances {
@@ -40,7 +45,24 @@ impl Rebalances {
         Self {
             consumer: consumer.to_owned(),
             revocations,
+            pending: Mutex::new(None),
         }
+    }
+
+    /// Gives up a revocation the consumer loop received but did not complete (it ended, or
+    /// its task was aborted), so that the group is not left waiting for this member.
+    pub fn give_up_pending<C: Consumer<Self>>(&self, consumer: &C) {
+        let pending = self.lock_pending().take();
+        if let Some(revoked) = pending {
+            if let Err(error) = self.give_up(consumer, &revoked) {
+                tracing::warn!(consumer = %self.consumer, %error, "could not give up revoked partitions");
+            }
+        }
+    }
+
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, Option<TopicPartitionList>> {
+        // Only ever replaced whole: a panic elsewhere cannot leave it torn.
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Completes a revocation: the group may now assign `revoked` elsewhere.
@@ -49,6 +71,7 @@ impl Rebalances {
         consumer: &C,
         revoked: &TopicPartitionList,
     ) -> KafkaResult<()> {
+        self.lock_pending().take();
         let given_up = match consumer.rebalance_protocol() {
             RebalanceProtocol::Cooperative => consumer.incremental_unassign(revoked),
             _ => consumer.unassign(),
@@ -106,6 +129,7 @@ impl ConsumerContext for Rebalances {
                     consumer = %self.consumer, revoked = partitions.count(),
                     "partitions revoked; handing them over once their messages in hand are done"
                 );
+                *self.lock_pending() = Some(partitions.clone());
                 match self.revocations.send(partitions.clone()) {
                     Ok(()) => Ok(()),
                     Err(_) => self.give_up(consumer, partitions),
