@@ -90,24 +90,16 @@ impl Kafka {
 impl Broker for Kafka {
     fn send<'a>(&'a self, event: Outgoing<'a>) -> BoxFuture<'a, Result<(), SendError>> {
         async move {
-            let sender = self.publisher.producer();
             let record = FutureRecord::to(event.topic)
                 .key(event.key)
                 .payload(event.payload)
                 .headers(event.headers.to_kafka());
-            // The queue timeout only bounds waiting for room in the local queue; the delivery
-            // itself is bounded by the producer's `message.timeout.ms` (a third of the lease).
-            match sender.producer.send(record, Duration::from_secs(5)).await {
-                Ok(_) => Ok(()),
-                Err((error, _)) => {
-                    // A broker that rejects the producer itself rejects every later send too:
-                    // replace it (see `shared::kafka::Publisher`).
-                    if breaks_producer(&error) {
-                        self.publisher.replace(&sender, &error);
-                    }
-                    Err(classify(&error))
-                }
-            }
+            // The delivery is bounded by the producer's `message.timeout.ms` (a third of the
+            // lease); a producer the broker rejects is replaced by the publisher.
+            self.publisher
+                .send(record, Duration::from_secs(5))
+                .await
+                .map_err(|error| classify(&error))
         }
         .boxed()
     }

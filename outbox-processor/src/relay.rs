@@ -43,11 +43,12 @@
 //! A batch's sends end by `lease / 2` after its claim: a row not acknowledged by then is
 //! recorded as a failed attempt (with backoff), the rows after it wait, and the marks commit
 //! well before PostgreSQL would end the claim's session. (When the broker acknowledged nothing
-//! at all in the batch, the silence is the broker's, and it counts as an outage instead.) A slow broker thus costs retries of
-//! the slow rows, not a republish of the whole batch. Creating a new topic can take seconds, so
-//! it never happens inside the claim: a claim that finds a topic the relay has not seen rolls
-//! back, creates it, and claims again; a topic that cannot be created is a failed attempt of the
-//! rows it concerns, which park like any other failure.
+//! at all in the batch, the silence is the broker's, and it counts as an outage instead.) A
+//! slow broker thus costs retries of the slow rows, not a republish of the whole batch.
+//! Creating a new topic can take seconds, so it never happens inside the claim: a claim that
+//! finds a topic the relay has not seen rolls back, creates it, and claims again; a topic that
+//! cannot be created is a failed attempt of the rows it concerns, which park like any other
+//! failure.
 //!
 //! # What a crash does
 //! The marks commit after the acknowledgements. A relay that dies after the broker's ack
@@ -68,11 +69,10 @@
 //! # Parking, and what an operator can do
 //! Only a failure of the event itself counts an attempt (`broker::Fault`); a broker that is
 //! away pauses the relay and parks nothing (`outage.rs`). After `RELAY_MAX_ATTEMPTS` failed
-//! attempts a row is *parked*: kept with its last error,
-//! no longer retried, reported on the status page and in `outbox_parked`. It still blocks the
-//! later events of its aggregate — publishing them would break the order. The admin API
-//! (`admin.rs`) retries it (after a fix) or skips it (the aggregate goes on without it), one
-//! by one or in bulk.
+//! attempts a row is *parked*: kept with its last error, no longer retried, reported on the
+//! status page and in `outbox_parked`. It still blocks the later events of its aggregate —
+//! publishing them would break the order. The admin API (`admin.rs`) retries it (after a
+//! fix) or skips it (the aggregate goes on without it), one by one or in bulk.
 //!
 //! # Pipelining
 //! While one batch waits for the broker's acknowledgements, the database has nothing to do,
@@ -434,7 +434,11 @@ impl Relay {
             ..
         } = claim;
         let rows: HashMap<Uuid, &OutboxRow> = chains.iter().flatten().map(|r| (r.id, r)).collect();
-        let acked: Vec<Uuid> = published.0.iter().flat_map(|o| o.acked.clone()).collect();
+        let acked: Vec<Uuid> = published
+            .0
+            .iter()
+            .flat_map(|o| o.acked.iter().copied())
+            .collect();
         // A send still unanswered at the deadline is the event's problem when the broker
         // answered others meanwhile; when it answered none, the broker is what is silent.
         let silent = acked.is_empty();

@@ -614,19 +614,15 @@ async fn dead_letter(
         if let Some(payload) = message.payload() {
             record = record.payload(payload);
         }
-        let sender = publisher.producer();
         let sent = tokio::select! {
             // Stop waiting: the copy may still arrive, and the message then comes again and
             // is copied twice, which a dead-letter topic allows (at least once).
             _ = stop.cancelled() => return DeadLetter::Interrupted,
-            sent = sender.producer.send(record, Duration::from_secs(10)) => sent,
+            sent = publisher.send(record, Duration::from_secs(10)) => sent,
         };
         match sent {
-            Ok(_) => return DeadLetter::Copied,
-            Err((error, _)) => {
-                if breaks_producer(&error) {
-                    publisher.replace(&sender, &error);
-                }
+            Ok(()) => return DeadLetter::Copied,
+            Err(error) => {
                 let delay = backoff.next_delay();
                 tracing::warn!(%error, ?delay, "dead-letter publish failed; retrying");
                 tokio::select! {

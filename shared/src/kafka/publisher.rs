@@ -6,16 +6,21 @@
 //! longer than `message.timeout.ms`), librdkafka bumps the epoch itself and carries on
 //! (KIP-360). Apache Kafka accepts that; the local broker (nisshi 0.6) does not, and answers
 //! every later batch of that producer with an error, for good (seen in the failure lab's broker
-//! freeze). A producer in librdkafka's fatal state is as stuck. So when a send fails because the
-//! broker rejected the producer's identity, the sender starts a new producer, which asks the
-//! broker for a new id. Order per aggregate is not at stake: the relay never has two events of
-//! one aggregate in flight, and the failed send is retried like any other failure.
+//! freeze). A producer in librdkafka's fatal state is as stuck. So when a send fails because
+//! the broker rejected the producer's identity, [`Publisher::send`] starts a new producer,
+//! which asks the broker for a new id. Order per aggregate is not at stake: the relay never
+//! has two events of one aggregate in flight, and the failed send is retried like any other
+//! failure.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use rdkafka::{
     error::{KafkaError, RDKafkaErrorCode},
-    producer::FutureProducer,
+    message::ToBytes,
+    producer::{FutureProducer, FutureRecord},
     ClientConfig,
 };
 
@@ -46,14 +51,39 @@ impl Publisher {
         })
     }
 
-    /// The producer to send with.
+    /// The current producer, for what is not a send (a health check, a flush at shutdown).
     pub fn producer(&self) -> Generation {
         self.lock().clone()
     }
 
+    /// Sends `record` with the current producer and waits for the broker's acknowledgement;
+    /// `queue_timeout` bounds only the wait for room in the local queue. When the broker
+    /// rejects the producer itself, the producer is replaced for the next send, and the error
+    /// is returned like any other.
+    pub async fn send<K, P>(
+        &self,
+        record: FutureRecord<'_, K, P>,
+        queue_timeout: Duration,
+    ) -> Result<(), KafkaError>
+    where
+        K: ToBytes + ?Sized,
+        P: ToBytes + ?Sized,
+    {
+        let sender = self.producer();
+        match sender.producer.send(record, queue_timeout).await {
+            Ok(_) => Ok(()),
+            Err((error, _)) => {
+                if breaks_producer(&error) {
+                    self.replace(&sender, &error);
+                }
+                Err(error)
+            }
+        }
+    }
+
     /// Replaces `broken` with a new producer, unless another sender did so already. The old
     /// one is dropped once the last sender using it is done with it.
-    pub fn replace(&self, broken: &Generation, error: &KafkaError) {
+    fn replace(&self, broken: &Generation, error: &KafkaError) {
         let mut current = self.lock();
         if current.generation != broken.generation {
             return;
