@@ -9,6 +9,9 @@
 //! 3. stores the Kafka offset **only after** the handler's transaction committed; stored
 //!    offsets are committed to the broker every second and when the consumer closes.
 //!
+//! A partition whose worker is behind (retrying a failing message) is paused, so its queue
+//! stays bounded while the loop goes on fetching for the others and answering rebalances.
+//!
 //! A crash between 2 and 3 redelivers the message; the inbox makes that a no-op. A partition
 //! taken away by a rebalance is handed over only after its message in hand is done and
 //! committed (`assignment.rs`), so two instances never handle one partition at once. Transient
@@ -18,6 +21,7 @@
 
 use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
+use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::{
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
     client::DefaultClientContext,
@@ -27,7 +31,10 @@ use rdkafka::{
     producer::{FutureProducer, FutureRecord, Producer},
     ClientConfig, Message, Offset, TopicPartitionList,
 };
-use tokio::{sync::mpsc, task::JoinSet};
+use tokio::{
+    sync::mpsc::{self, error::TrySendError},
+    task::JoinSet,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -133,9 +140,10 @@ pub fn consumer_config(kafka: &KafkaConfig, group_id: &str) -> ClientConfig {
         // A consumer that crashes never says goodbye: the group waits for its session to
         // expire (and, on some brokers, for the rebalance timeout, which is
         // max.poll.interval.ms) before its partitions move on. Keep both short so a crash
-        // stalls its partitions for seconds, not minutes. A handler retrying a transient error
-        // for longer than max.poll.interval.ms is taken out of the group and rejoins: its
-        // uncommitted message is redelivered, and the inbox makes that harmless.
+        // stalls its partitions for seconds, not minutes. The consumer loop polls all the
+        // time (a partition that is behind is paused, not waited for), so only a hand-over
+        // waiting on a handler call longer than max.poll.interval.ms takes an instance out of
+        // the group; it rejoins, and the inbox absorbs its redelivered message.
         .set("session.timeout.ms", SESSION_TIMEOUT_MS.to_string())
         .set("heartbeat.interval.ms", "1500")
         .set("max.poll.interval.ms", "20000");
@@ -276,6 +284,9 @@ async fn consume<H: EventHandler>(
     // The loop below only fetches and hands each message to its partition's queue.
     let mut partitions: HashMap<(String, i32), Partition> = HashMap::new();
     let mut workers = JoinSet::new();
+    let mut generations = 0u64;
+    // Partitions paused with a message held back, each waiting for room in its queue.
+    let mut waiting_for_room = FuturesUnordered::new();
     // Declared after the consumer and the workers, so dropped before them when this future is
     // dropped (the task aborted): a revocation received but not completed is given up, and
     // the one that closing the consumer triggers completes at once, instead of the group
@@ -298,6 +309,10 @@ async fn consume<H: EventHandler>(
                 hand_over(&consumer, &mut partitions, &revoked).await;
                 continue;
             }
+            Some(room) = waiting_for_room.next(), if !waiting_for_room.is_empty() => {
+                release(&consumer, &mut partitions, room);
+                continue;
+            }
             message = consumer.recv() => message,
         };
         let message = match message {
@@ -309,46 +324,53 @@ async fn consume<H: EventHandler>(
             }
         };
         let key = (message.topic().to_owned(), message.partition());
-        // A full queue (its partition is retrying a failing message) makes the fetch loop
-        // wait: memory stays bounded, and nothing is skipped. A revocation is still handled
-        // meanwhile, or a worker stuck in its retries would hold up the whole group.
-        let delivered = loop {
-            let queue = partitions
-                .entry(key.clone())
-                .or_insert_with(|| {
-                    let (queue, rx) = mpsc::channel(PARTITION_QUEUE);
-                    let stop = shutdown.child_token();
-                    let done = CancellationToken::new();
-                    workers.spawn(
-                        worker
-                            .clone()
-                            .run(rx, stop.clone(), done.clone().drop_guard()),
-                    );
-                    Partition { queue, stop, done }
-                })
-                .queue
-                .clone();
-            tokio::select! {
-                _ = shutdown.cancelled() => break false,
-                room = queue.reserve() => match room {
-                    Ok(room) => {
-                        room.send(message);
-                        break true;
-                    }
-                    // The worker stopped: shutdown mid-retry, or it died (below).
-                    Err(_) => break false,
-                },
-                Some(revoked) = revocations.recv() => {
-                    hand_over(&consumer, &mut partitions, &revoked).await;
-                    if revoked.find_partition(&key.0, key.1).is_some() {
-                        // Not ours any more: the new owner reads it from the committed offset.
-                        break true;
-                    }
-                }
+        let partition = partitions.entry(key.clone()).or_insert_with(|| {
+            let (queue, rx) = mpsc::channel(PARTITION_QUEUE);
+            let stop = shutdown.child_token();
+            let done = CancellationToken::new();
+            workers.spawn(
+                worker
+                    .clone()
+                    .run(rx, stop.clone(), done.clone().drop_guard()),
+            );
+            generations += 1;
+            Partition {
+                queue,
+                stop,
+                done,
+                generation: generations,
+                held: None,
             }
-        };
-        if !delivered {
+        });
+        if partition.held.is_some() {
+            // librdkafka drops what it fetched before the pause, so this cannot happen; if it
+            // did, dropping the message would lose it (the consumer's position is past it).
+            // Start again from the committed offsets instead: the inbox absorbs the replay.
+            failure = Some(format!(
+                "{}/{} delivered a message while paused",
+                key.0, key.1
+            ));
             break;
+        }
+        match partition.queue.try_reserve() {
+            Ok(room) => room.send(message),
+            // The partition is behind (its worker is retrying a failing message): hold this
+            // message and pause the partition, but keep polling. The loop must go on serving
+            // the other partitions and the group's rebalances, which only arrive while the
+            // consumer is polled; waiting here stalled every partition of the instance and
+            // every rebalance of the group.
+            Err(TrySendError::Full(())) => {
+                if let Err(error) = consumer.pause(&single(&key)) {
+                    tracing::warn!(%error, topic = %key.0, partition = key.1, "could not pause a partition that is behind");
+                }
+                partition.held = Some(message);
+                let (queue, generation) = (partition.queue.clone(), partition.generation);
+                waiting_for_room
+                    .push(async move { (key, generation, queue.reserve_owned().await) });
+            }
+            // The worker is gone (it died: `join_next` reports why). The message was not
+            // handled, so it is not committed either.
+            Err(TrySendError::Closed(())) => {}
         }
     }
     // Let every worker finish the message in hand. What is still queued was never committed,
@@ -386,6 +408,48 @@ struct Partition {
     stop: CancellationToken,
     /// Cancelled when the worker has ended, whatever ended it.
     done: CancellationToken,
+    /// Tells this partition's wait for room from that of an earlier owner of the same
+    /// partition (revoked, then assigned again).
+    generation: u64,
+    /// The message that found the queue full; while set, the partition is paused.
+    held: Option<OwnedMessage>,
+}
+
+/// A partition's queue has room again: hand it the held message and resume the partition.
+/// Stale when the partition was revoked meanwhile (the permit is then for a queue that is gone).
+fn release(
+    consumer: &GroupConsumer,
+    partitions: &mut HashMap<(String, i32), Partition>,
+    (key, generation, room): Room,
+) {
+    let Some(partition) = partitions
+        .get_mut(&key)
+        .filter(|p| p.generation == generation)
+    else {
+        return;
+    };
+    let (Ok(room), Some(message)) = (room, partition.held.take()) else {
+        return;
+    };
+    room.send(message);
+    if let Err(error) = consumer.resume(&single(&key)) {
+        tracing::warn!(%error, topic = %key.0, partition = key.1, "could not resume a partition");
+    }
+}
+
+/// What waiting for room in a paused partition's queue gives: the partition, which of its
+/// owners waited, and the room (or the queue's end).
+type Room = (
+    (String, i32),
+    u64,
+    Result<mpsc::OwnedPermit<OwnedMessage>, mpsc::error::SendError<()>>,
+);
+
+/// A partition list of one partition (no offset), for pause and resume.
+fn single((topic, partition): &(String, i32)) -> TopicPartitionList {
+    let mut list = TopicPartitionList::new();
+    list.add_partition(topic, *partition);
+    list
 }
 
 /// A rebalance takes partitions away: stop handing out their messages, let each one's message
@@ -398,9 +462,14 @@ async fn hand_over(
 ) {
     let mut finishing = Vec::new();
     for element in revoked.elements() {
-        if let Some(partition) =
-            partitions.remove(&(element.topic().to_owned(), element.partition()))
-        {
+        let key = (element.topic().to_owned(), element.partition());
+        if let Some(partition) = partitions.remove(&key) {
+            if partition.held.is_some() {
+                // Not carried over if the partition comes back to this instance.
+                if let Err(error) = consumer.resume(&single(&key)) {
+                    tracing::warn!(%error, "could not resume a revoked partition");
+                }
+            }
             partition.stop.cancel();
             finishing.push(partition.done);
         }
