@@ -284,7 +284,6 @@ async fn consume<H: EventHandler>(
     // The loop below only fetches and hands each message to its partition's queue.
     let mut partitions: HashMap<(String, i32), Partition> = HashMap::new();
     let mut workers = JoinSet::new();
-    let mut generations = 0u64;
     // Partitions paused with a message held back, each waiting for room in its queue.
     let mut waiting_for_room = FuturesUnordered::new();
     // Declared after the consumer and the workers, so dropped before them when this future is
@@ -333,12 +332,10 @@ async fn consume<H: EventHandler>(
                     .clone()
                     .run(rx, stop.clone(), done.clone().drop_guard()),
             );
-            generations += 1;
             Partition {
                 queue,
                 stop,
                 done,
-                generation: generations,
                 held: None,
             }
         });
@@ -364,9 +361,10 @@ async fn consume<H: EventHandler>(
                     tracing::warn!(%error, topic = %key.0, partition = key.1, "could not pause a partition that is behind");
                 }
                 partition.held = Some(message);
-                let (queue, generation) = (partition.queue.clone(), partition.generation);
-                waiting_for_room
-                    .push(async move { (key, generation, queue.reserve_owned().await) });
+                // The second handle tells, when room comes, whether this queue is still the
+                // partition's (it may have been revoked, and assigned again, meanwhile).
+                let (queue, waited_on) = (partition.queue.clone(), partition.queue.clone());
+                waiting_for_room.push(async move { (key, waited_on, queue.reserve_owned().await) });
             }
             // The worker is gone (it died: `join_next` reports why). The message was not
             // handled, so it is not committed either.
@@ -408,9 +406,6 @@ struct Partition {
     stop: CancellationToken,
     /// Cancelled when the worker has ended, whatever ended it.
     done: CancellationToken,
-    /// Tells this partition's wait for room from that of an earlier owner of the same
-    /// partition (revoked, then assigned again).
-    generation: u64,
     /// The message that found the queue full; while set, the partition is paused.
     held: Option<OwnedMessage>,
 }
@@ -420,11 +415,11 @@ struct Partition {
 fn release(
     consumer: &GroupConsumer,
     partitions: &mut HashMap<(String, i32), Partition>,
-    (key, generation, room): Room,
+    (key, waited_on, room): Room,
 ) {
     let Some(partition) = partitions
         .get_mut(&key)
-        .filter(|p| p.generation == generation)
+        .filter(|p| p.queue.same_channel(&waited_on))
     else {
         return;
     };
@@ -437,11 +432,11 @@ fn release(
     }
 }
 
-/// What waiting for room in a paused partition's queue gives: the partition, which of its
-/// owners waited, and the room (or the queue's end).
+/// What waiting for room in a paused partition's queue gives: the partition, the queue waited
+/// on, and the room (or the queue's end).
 type Room = (
     (String, i32),
-    u64,
+    mpsc::Sender<OwnedMessage>,
     Result<mpsc::OwnedPermit<OwnedMessage>, mpsc::error::SendError<()>>,
 );
 

@@ -1,7 +1,11 @@
 //! Test helpers (feature `testing`): every test gets its own database and its own topics on
 //! the real servers, so tests run in parallel without seeing each other.
 
-use std::{future::Future, time::Duration};
+use std::{
+    collections::HashMap,
+    future::Future,
+    time::{Duration, Instant},
+};
 
 use rdkafka::{
     consumer::{Consumer, StreamConsumer},
@@ -275,4 +279,40 @@ pub async fn publish_event_with_key<E: crate::events::DomainEvent>(
 /// Reads the payload of a message as JSON.
 pub fn json(message: &OwnedMessage) -> serde_json::Value {
     serde_json::from_slice(message.payload().unwrap_or_default()).expect("JSON payload")
+}
+
+/// One handler run: which instance of a consumer handled a message of which key, and when.
+#[derive(Debug, Clone)]
+pub struct Handling {
+    pub key: String,
+    pub instance: String,
+    pub started: Instant,
+    pub finished: Instant,
+}
+
+/// Two handlings of one key by different instances at the same time (earlier, later), if
+/// any: a partition handed over before its old owner was done with it.
+pub fn overlap(log: &[Handling]) -> Option<(Handling, Handling)> {
+    let mut by_key: HashMap<&str, Vec<&Handling>> = HashMap::new();
+    for handling in log {
+        by_key.entry(&handling.key).or_default().push(handling);
+    }
+    for (_, mut handlings) in by_key {
+        handlings.sort_by_key(|h| h.started);
+        // Per instance, its handling of this key that finished last so far.
+        let mut latest: HashMap<&str, &Handling> = HashMap::new();
+        for later in handlings {
+            let overlapped = latest.values().find(|earlier| {
+                earlier.instance != later.instance && earlier.finished > later.started
+            });
+            if let Some(earlier) = overlapped {
+                return Some(((*earlier).clone(), later.clone()));
+            }
+            let last = latest.entry(&later.instance).or_insert(later);
+            if later.finished > last.finished {
+                *last = later;
+            }
+        }
+    }
+    None
 }

@@ -14,20 +14,11 @@ use serde_json::json;
 use shared::{
     envelope::{Envelope, EventHeaders},
     kafka::{run_consumer, ConsumerSettings, EventHandler, HandleError},
-    testing,
+    testing::{self, Handling},
 };
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-/// When an instance handled one delivery of one key.
-#[derive(Debug, Clone)]
-struct Handling {
-    key: String,
-    instance: &'static str,
-    started: Instant,
-    finished: Instant,
-}
 
 /// Applies each event once (through the inbox) as a row in `effects`, slowly enough that
 /// messages queue up behind the one in hand, and logs every delivery it handled.
@@ -57,7 +48,7 @@ impl EventHandler for Applier {
         tx.commit().await?;
         self.log.lock().unwrap().push(Handling {
             key: key.to_owned(),
-            instance: self.instance,
+            instance: self.instance.to_owned(),
             started,
             finished: Instant::now(),
         });
@@ -183,23 +174,12 @@ async fn members_joining_and_leaving_under_load_keep_per_key_order_and_exactly_o
     // Never two instances on one key at once: every delivery of a key started after every
     // earlier delivery of that key by another instance had finished.
     let log = log.lock().unwrap().clone();
-    let instances: std::collections::HashSet<_> = log.iter().map(|h| h.instance).collect();
+    let instances: std::collections::HashSet<_> = log.iter().map(|h| h.instance.as_str()).collect();
     assert_eq!(instances.len(), 3, "all three instances worked");
-    let mut by_key: HashMap<&str, Vec<&Handling>> = HashMap::new();
-    for handling in &log {
-        by_key.entry(&handling.key).or_default().push(handling);
-    }
-    for (key, mut handlings) in by_key {
-        handlings.sort_by_key(|h| h.started);
-        for (i, later) in handlings.iter().enumerate() {
-            for earlier in &handlings[..i] {
-                assert!(
-                    earlier.instance == later.instance || earlier.finished <= later.started,
-                    "{key}: {} and {} handled it at the same time ({earlier:?}, {later:?})",
-                    earlier.instance,
-                    later.instance
-                );
-            }
-        }
+    if let Some((earlier, later)) = testing::overlap(&log) {
+        panic!(
+            "{}: {} and {} handled it at the same time ({earlier:?}, {later:?})",
+            later.key, earlier.instance, later.instance
+        );
     }
 }

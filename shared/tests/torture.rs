@@ -57,7 +57,7 @@ use shared::{
     config::KafkaConfig,
     envelope::{Envelope, EventHeaders},
     kafka::{run_consumer, ConsumerSettings, EventHandler, HandleError},
-    testing,
+    testing::{self, Handling},
 };
 use sqlx::PgPool;
 use tokio::time::Instant;
@@ -88,15 +88,6 @@ struct Body {
     kind: Kind,
 }
 
-/// One handler run, for the overlap check.
-#[derive(Debug, Clone)]
-struct Handling {
-    key: u32,
-    instance: u32,
-    started: Instant,
-    finished: Instant,
-}
-
 /// What the handler shares across instances: the seeded faults, the log, and the switch that
 /// ends the failing dead-letter copies.
 struct World {
@@ -122,7 +113,7 @@ struct Handler {
 
 impl EventHandler for Handler {
     async fn handle(&self, event: &Envelope) -> Result<(), HandleError> {
-        let started = Instant::now();
+        let started = std::time::Instant::now();
         let body: Body = serde_json::from_slice(&event.payload)
             .map_err(|e| HandleError::Permanent(e.to_string()))?;
         let (fail, delay) = {
@@ -169,10 +160,10 @@ impl EventHandler for Handler {
             }
         };
         self.world.log.lock().unwrap().push(Handling {
-            key: body.key,
-            instance: self.instance,
+            key: body.key.to_string(),
+            instance: self.instance.to_string(),
             started,
-            finished: Instant::now(),
+            finished: std::time::Instant::now(),
         });
         outcome
     }
@@ -655,29 +646,13 @@ async fn check_effects(pool: &PgPool, produced: &Produced, seed: u64) {
     );
 }
 
-/// Never two instances on one key at once: every handling of a key by one instance started
-/// after every earlier handling of it by another had finished.
+/// Never two instances on one key at once.
 fn check_no_overlap(log: &[Handling], seed: u64) {
-    let mut by_key: HashMap<u32, Vec<&Handling>> = HashMap::new();
-    for handling in log {
-        by_key.entry(handling.key).or_default().push(handling);
-    }
-    for (key, mut handlings) in by_key {
-        handlings.sort_by_key(|h| h.started);
-        let mut latest_finish: HashMap<u32, Instant> = HashMap::new();
-        for later in handlings {
-            for (&instance, &finished) in &latest_finish {
-                assert!(
-                    instance == later.instance || finished <= later.started,
-                    "seed {seed}: key {key}: instances {instance} and {} handled it at the same time ({later:?})",
-                    later.instance
-                );
-            }
-            let entry = latest_finish
-                .entry(later.instance)
-                .or_insert(later.finished);
-            *entry = (*entry).max(later.finished);
-        }
+    if let Some((earlier, later)) = testing::overlap(log) {
+        panic!(
+            "seed {seed}: key {}: instances {} and {} handled it at the same time ({earlier:?}, {later:?})",
+            later.key, earlier.instance, later.instance
+        );
     }
 }
 
