@@ -2,13 +2,15 @@
 //! changes and handler failures we can generate, checked on what the handler applied, what
 //! reached the dead-letter topic, and what the group committed.
 //!
-//! A round runs, for a while: one producer writing events on a few dozen keys with a skewed,
-//! bursty rate (so partitions queue up behind the message in hand); consumer instances of one
-//! group joining and leaving (each change waits until the group has settled; see below); a
-//! handler that is slow (now and then for seconds), fails transiently now and then, and
-//! rejects some events for good (near the end, the first dead-letter copy of each cannot be
-//! published, too large, until the message comes again); and messages that are not events. Then every instance stops while copies are
-//! still failing, fresh instances drain the topic, and the properties are checked:
+//! A round runs, for a while: one producer writing events on a few dozen keys with a skewed, bursty
+//! rate (so partitions queue up behind the message in hand); consumer instances of one group
+//! joining and leaving (each change waits until the group has settled; see below), one join each
+//! round right after every partition was flooded, so that whatever the join moves has seconds of
+//! work queued at its old owner; a handler that is slow (now and then for seconds), fails
+//! transiently now and then, and rejects some events for good (near the end, the first dead-letter
+//! copy of each cannot be published, too large, until the message comes again); and messages that
+//! are not events. Then every instance stops while copies are still failing, fresh instances drain
+//! the topic, and the properties are checked:
 //!
 //! - **exactly once, in order**: every event is applied once, and per key in the order it was
 //!   produced;
@@ -60,7 +62,10 @@ use shared::{
     testing::{self, Handling},
 };
 use sqlx::PgPool;
-use tokio::time::Instant;
+use tokio::{
+    sync::{mpsc, oneshot},
+    time::Instant,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -73,6 +78,9 @@ const UNCOPYABLE: usize = 1_000_000;
 const STALL_BOUND: Duration = Duration::from_secs(30);
 /// How long the group may take to settle after a change before the round fails.
 const SETTLE_BOUND: Duration = Duration::from_secs(60);
+/// Events a flood puts on each partition: more than its queue at the consumer holds (256), so
+/// each old owner has at least 256 × 15 ms of work queued, longer than a rebalance lasts.
+const FLOOD: usize = 300;
 
 /// What the producer writes: an event to apply, an event the handler rejects for good, or
 /// (without event headers) a message that is not an event.
@@ -279,6 +287,7 @@ struct Counts {
     dead_letter_copies: usize,
     uncopyable: u64,
     transient: u64,
+    floods: u32,
     joins: u32,
     leaves: u32,
 }
@@ -369,6 +378,7 @@ async fn round(seed: u64, churning: Duration, owned: &assignments::Owned) -> Cou
         kafka.partitions, counts.keys, world.handling_ms
     );
     let surged = Arc::new(tokio::sync::Notify::new());
+    let (flood, floods) = mpsc::unbounded_channel();
     let producing = tokio::spawn(produce(
         kafka.clone(),
         topic.clone(),
@@ -379,7 +389,10 @@ async fn round(seed: u64, churning: Duration, owned: &assignments::Owned) -> Cou
             let mean_ms = (world.handling_ms.start + world.handling_ms.end) as f64 / 2.0;
             f64::from(kafka.partitions) * 1000.0 / mean_ms
         },
-        surged.clone(),
+        Cues {
+            surged: surged.clone(),
+            floods,
+        },
     ));
 
     // Churn: instances join and leave, one change at a time, each once the group has settled.
@@ -395,6 +408,19 @@ async fn round(seed: u64, churning: Duration, owned: &assignments::Owned) -> Cou
         }
         let join =
             live.len() < 2 || (live.len() < kafka.partitions as usize && rng.random_bool(0.5));
+        if join && !live.is_empty() && counts.floods == 0 {
+            // Once a round, every partition is flooded before a join: whichever partitions the
+            // join moves, their old owner has seconds of work queued when the revocation
+            // comes, and must not go on with it once the newcomer has started. (A surge on one
+            // key does that only when the join happens to move that key's partition.)
+            let (flooded, sent) = oneshot::channel();
+            flood.send(flooded).expect("the producer floods");
+            if sent.await.is_ok() {
+                // Long enough for the instances to fetch the flood and fill their queues.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                counts.floods += 1;
+            }
+        }
         if join {
             live.push(Instance::start(next_id, &settings, &world));
             next_id += 1;
@@ -513,8 +539,15 @@ async fn settle(live: &[Instance], partitions: i32, owned: &assignments::Owned, 
     );
 }
 
+/// What the producer and the churn tell each other: the producer, that it just surged; the
+/// churn, that it wants a flood now (answered once the flood is acknowledged).
+struct Cues {
+    surged: Arc<tokio::sync::Notify>,
+    floods: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+}
+
 /// Writes events for `churning`, at a rate around what the instances can handle that changes
-/// every second and bursts now and then.
+/// every second and bursts now and then, and floods every partition when asked.
 async fn produce(
     kafka: KafkaConfig,
     topic: String,
@@ -522,11 +555,13 @@ async fn produce(
     mut rng: StdRng,
     churning: Duration,
     capacity_per_second: f64,
-    surged: Arc<tokio::sync::Notify>,
+    mut cues: Cues,
 ) -> Produced {
     let producer = shared::kafka::producer(&kafka).unwrap();
     let mut produced = Produced::default();
     let mut next_n: HashMap<u32, u64> = HashMap::new();
+    // A key of each partition, learnt from the acknowledgements, for a flood.
+    let mut key_on: BTreeMap<i32, u32> = BTreeMap::new();
     let end = Instant::now() + churning;
     let mut per_tick = 0;
     let mut tick = 0u64;
@@ -537,24 +572,37 @@ async fn produce(
             let load = capacity_per_second * rng.random_range(0.3..2.0) / 20.0;
             per_tick = (load.round() as u32).max(1);
         }
+        // A flood, when asked for: a surge on every partition at once.
+        let flood = cues.floods.try_recv().ok();
         // Now and then a surge on one key: its partition falls seconds behind, which is when
         // a rebalance finds work queued for a partition it takes away.
         let surge = rng.random_bool(0.012).then(|| rng.random_range(0..keys));
-        let count = match surge {
-            Some(_) => rng.random_range(200..500),
-            None if rng.random_bool(0.05) => per_tick * 8,
-            None => per_tick,
+        let tick_keys: Vec<u32> = if flood.is_some() {
+            key_on
+                .values()
+                .flat_map(|&key| std::iter::repeat(key).take(FLOOD))
+                .collect()
+        } else if let Some(key) = surge {
+            vec![key; rng.random_range(200..500)]
+        } else {
+            let count = if rng.random_bool(0.05) {
+                per_tick * 8
+            } else {
+                per_tick
+            };
+            // A few hot keys take a third of the traffic.
+            (0..count)
+                .map(|_| {
+                    if rng.random_bool(0.3) {
+                        rng.random_range(0..2)
+                    } else {
+                        rng.random_range(0..keys)
+                    }
+                })
+                .collect()
         };
         let mut messages = Vec::new();
-        for _ in 0..count {
-            // A few hot keys take a third of the traffic.
-            let key = if let Some(key) = surge {
-                key
-            } else if rng.random_bool(0.3) {
-                rng.random_range(0..2)
-            } else {
-                rng.random_range(0..keys)
-            };
+        for key in tick_keys {
             let n = next_n.entry(key).or_insert(0);
             *n += 1;
             let roll: f64 = rng.random();
@@ -601,16 +649,20 @@ async fn produce(
                 if body.kind != Kind::NotAnEvent {
                     record = record.headers(headers.to_kafka());
                 }
-                producer
+                let delivered = producer
                     .send(record, Duration::from_secs(30))
                     .await
                     .map_err(|(e, _)| e)
                     .expect("produce");
+                (delivered.partition, body.key)
             }
         });
-        futures::future::join_all(sends).await;
+        key_on.extend(futures::future::join_all(sends).await);
         if surge.is_some() {
-            surged.notify_one();
+            cues.surged.notify_one();
+        }
+        if let Some(flooded) = flood {
+            let _ = flooded.send(());
         }
         tick += 1;
         tokio::time::sleep(Duration::from_millis(50)).await;
