@@ -31,8 +31,8 @@ pub enum Decision {
     Reject(RejectionReason),
 }
 
-/// All or nothing. Lines naming one SKU twice are summed first (order-service refuses such
-/// orders, but an event is input too).
+/// All or nothing. Lines naming one SKU twice are summed first (order-service merges them
+/// already, but an event is input too).
 pub fn decide(lines: &[OrderLine], products: &[Product]) -> Decision {
     let mut wanted: BTreeMap<&str, u64> = BTreeMap::new();
     for line in lines {

@@ -1,9 +1,9 @@
 //! inventory-service's HTTP API: read-only views of products and stock.
 
-use axum::{extract::State, response::IntoResponse, routing::get, Router};
+use axum::{extract::State, routing::get, Router};
 use serde::Serialize;
 use shared::{
-    health::{self, Check, HealthReport},
+    health::{self, Check, Documented, HealthReport, Readiness, Unready},
     http::{Json, Path, Problem},
 };
 use utoipa::OpenApi;
@@ -14,7 +14,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/products", get(list_products))
         .route("/products/{sku}", get(get_product))
-        .route("/health", get(health))
+        .merge(health::routes(ready))
         .with_state(state)
         .merge(shared::http::openapi_route(ApiDoc::openapi()))
 }
@@ -26,8 +26,9 @@ pub fn router(state: AppState) -> Router {
         title = "inventory-service",
         description = "Owns products, prices and stock; reserves stock for orders from Kafka and answers through its own outbox."
     ),
-    paths(list_products, get_product, health),
-    components(schemas(Problem, HealthReport, Check))
+    paths(list_products, get_product, ready),
+    components(schemas(Problem, HealthReport, Unready, Check)),
+    modifiers(&Documented)
 )]
 pub struct ApiDoc;
 
@@ -63,11 +64,14 @@ pub async fn get_product(
         .ok_or(ApiError::ProductNotFound(sku))
 }
 
-/// 200 when PostgreSQL and Kafka answer, 503 with the failing check otherwise.
-#[utoipa::path(get, path = "/health", tag = "operations",
-    responses((status = 200, body = HealthReport), (status = 503, body = HealthReport)))]
-async fn health(State(state): State<AppState>) -> impl IntoResponse {
-    HealthReport::new()
-        .check("postgres", health::postgres(&state.pool).await)
-        .check("kafka", health::kafka(&state.producer).await)
+/// Ready when PostgreSQL answers: the products API needs nothing else; Kafka only informs.
+#[utoipa::path(get, path = "/health/ready", tag = "operations",
+    responses((status = 200, body = HealthReport),
+              (status = 503, body = Unready, content_type = "application/problem+json")))]
+async fn ready(State(state): State<AppState>) -> Readiness {
+    Readiness::new()
+        .require("postgres", health::postgres(&state.pool))
+        .await
+        .inform("kafka", health::kafka(&state.producer))
+        .await
 }

@@ -1,10 +1,10 @@
 //! invoice-service settings, from the environment.
 
-use shared::config::{self, ConfigError, KafkaConfig};
+use shared::config::{self, ConfigError, HttpConfig, KafkaConfig};
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub port: u16,
+    pub http: HttpConfig,
     pub mongodb_uri: secrecy::SecretString,
     pub mongodb_database: String,
     pub kafka: KafkaConfig,
@@ -13,7 +13,7 @@ pub struct Config {
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         Ok(Self {
-            port: config::var("PORT", 8001)?,
+            http: HttpConfig::from_env(8001)?,
             mongodb_uri: config::secret("MONGODB_URI", "mongodb://127.0.0.1:27017"),
             mongodb_database: config::string("MONGODB_DATABASE", "invoices"),
             kafka: KafkaConfig::from_env()?,

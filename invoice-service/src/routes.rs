@@ -1,9 +1,9 @@
 //! invoice-service's HTTP API: read the invoices.
 
-use axum::{extract::State, response::IntoResponse, routing::get, Router};
+use axum::{extract::State, routing::get, Router};
 use serde::{Deserialize, Serialize};
 use shared::{
-    health::{self, Check, HealthReport},
+    health::{self, Check, Documented, HealthReport, Readiness, Unready},
     http::{Json, Path, Problem, Query},
 };
 use utoipa::OpenApi;
@@ -19,7 +19,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/invoices", get(list_invoices))
         .route("/invoices/{order_id}", get(get_invoice))
-        .route("/health", get(health))
+        .merge(health::routes(ready))
         .with_state(state)
         .merge(shared::http::openapi_route(ApiDoc::openapi()))
 }
@@ -31,8 +31,9 @@ pub fn router(state: AppState) -> Router {
         title = "invoice-service",
         description = "Stores exactly one invoice per confirmed order in MongoDB, whatever Kafka redelivers."
     ),
-    paths(list_invoices, get_invoice, health),
-    components(schemas(Problem, HealthReport, Check))
+    paths(list_invoices, get_invoice, ready),
+    components(schemas(Problem, HealthReport, Unready, Check)),
+    modifiers(&Documented)
 )]
 pub struct ApiDoc;
 
@@ -81,6 +82,7 @@ pub struct InvoiceList {
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// 1 to 100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
 }
 
@@ -126,11 +128,14 @@ pub async fn get_invoice(
         .ok_or(ApiError::InvoiceNotFound(order_id))
 }
 
-/// 200 when MongoDB and Kafka answer, 503 with the failing check otherwise.
-#[utoipa::path(get, path = "/health", tag = "operations",
-    responses((status = 200, body = HealthReport), (status = 503, body = HealthReport)))]
-async fn health(State(state): State<AppState>) -> impl IntoResponse {
-    HealthReport::new()
-        .check("mongodb", health::mongo(&state.db).await)
-        .check("kafka", health::kafka(&state.producer).await)
+/// Ready when MongoDB answers: the invoices API needs nothing else; Kafka only informs.
+#[utoipa::path(get, path = "/health/ready", tag = "operations",
+    responses((status = 200, body = HealthReport),
+              (status = 503, body = Unready, content_type = "application/problem+json")))]
+async fn ready(State(state): State<AppState>) -> Readiness {
+    Readiness::new()
+        .require("mongodb", health::mongo(&state.db))
+        .await
+        .inform("kafka", health::kafka(&state.producer))
+        .await
 }

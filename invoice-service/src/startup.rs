@@ -5,10 +5,10 @@ use rdkafka::producer::FutureProducer;
 use secrecy::ExposeSecret;
 use shared::{
     events::ORDER,
+    http::Server,
     kafka::{self, ConsumerSettings},
     StartupError,
 };
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{config::Config, consumer::ConfirmedOrderHandler, db, routes};
@@ -21,7 +21,7 @@ pub struct AppState {
 }
 
 pub struct Application {
-    listener: TcpListener,
+    server: Server,
     state: AppState,
     consumer: ConsumerSettings,
 }
@@ -34,24 +34,21 @@ impl Application {
         let db = Client::with_options(options)?.database(&config.mongodb_database);
         db::ensure_indexes(&db).await?;
         let producer = kafka::producer(&config.kafka)?;
-        let listener = shared::http::bind(config.port).await?;
+        let server = Server::bind(&config.http).await?;
         let consumer = ConsumerSettings {
             topics: vec![config.kafka.topic_for(ORDER)],
             name: crate::consumer::CONSUMER.to_owned(),
             kafka: config.kafka,
         };
         Ok(Self {
-            listener,
+            server,
             state: AppState { db, producer },
             consumer,
         })
     }
 
     pub fn port(&self) -> u16 {
-        self.listener
-            .local_addr()
-            .map(|a| a.port())
-            .unwrap_or_default()
+        self.server.port()
     }
 
     pub fn database(&self) -> Database {
@@ -64,6 +61,6 @@ impl Application {
             db: self.state.db.clone(),
         };
         let router = routes::router(self.state);
-        shared::service::run(self.listener, router, self.consumer, handler, shutdown).await
+        shared::service::run(self.server, router, self.consumer, handler, shutdown).await
     }
 }

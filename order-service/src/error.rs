@@ -15,6 +15,8 @@ pub enum ApiError {
     BadRequest(String),
     #[error("order {0} does not exist")]
     OrderNotFound(Uuid),
+    #[error("cursor {0} names no order")]
+    CursorNotFound(Uuid),
     #[error("this Idempotency-Key was already used with a different request")]
     IdempotencyKeyReused,
     #[error("database error")]
@@ -32,7 +34,9 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(detail) => {
                 Problem::new(StatusCode::BAD_REQUEST, "Bad request").detail(detail)
             }
-            ApiError::OrderNotFound(_) => Problem::not_found(self.to_string()),
+            ApiError::OrderNotFound(_) | ApiError::CursorNotFound(_) => {
+                Problem::not_found(self.to_string())
+            }
             ApiError::IdempotencyKeyReused => {
                 Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "Idempotency-Key reused")
                     .detail(self.to_string())

@@ -53,7 +53,7 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_token)
         .unwrap_or("");
     // Constant time, so the comparison does not leak how much of a guess was right.
     if bool::from(given.as_bytes().ct_eq(token.expose_secret().as_bytes())) {
@@ -68,6 +68,15 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
         );
         response
     }
+}
+
+/// The token of `Authorization: Bearer <token>`; the scheme's name is case-insensitive
+/// (RFC 9110, 11.1), and one or more spaces may follow it.
+fn bearer_token(credentials: &str) -> Option<&str> {
+    let (scheme, token) = credentials.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start_matches(' '))
 }
 
 #[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -96,8 +105,11 @@ pub struct ParkedList {
 #[into_params(parameter_in = Query)]
 pub struct ParkedFilter {
     /// Only this database (a name from `OUTBOX_DATABASES`).
+    #[param(pattern = r"^[^\x00]*$")]
     pub database: Option<String>,
-    /// Only events whose last error contains this text (case-sensitive).
+    /// Only events whose last error contains this text (case-sensitive). Text holds no NUL
+    /// character (PostgreSQL's cannot), so a filter with one is refused (400).
+    #[param(pattern = r"^[^\x00]*$")]
     pub error: Option<String>,
     /// Only events parked at or after this time (RFC 3339).
     pub parked_from: Option<DateTime<Utc>>,
@@ -106,17 +118,10 @@ pub struct ParkedFilter {
 }
 
 impl ParkedFilter {
-    /// The relays it covers: one database, or all; a name that matches none is a 404.
+    /// The relays it covers: one database, or all; a name that matches none is a 404. A time
+    /// range that is empty (`parked_from` not before `parked_to`) is no error: like any other
+    /// filter that matches nothing, it takes nothing.
     fn relays<'a>(&self, state: &'a AppState) -> Result<Vec<&'a crate::relay::Relay>, Problem> {
-        if let (Some(from), Some(to)) = (self.parked_from, self.parked_to) {
-            if from >= to {
-                return Err(
-                    Problem::new(StatusCode::BAD_REQUEST, "Empty time range").detail(format!(
-                        "parked_from ({from}) must be before parked_to ({to})"
-                    )),
-                );
-            }
-        }
         let relays: Vec<_> = state
             .relays
             .iter()
@@ -352,4 +357,19 @@ fn found(database: String, changed: u64, id: Uuid) -> Result<Json<Changed>, Prob
 fn internal(error: sqlx::Error) -> Problem {
     tracing::error!(%error, "admin request failed on the database");
     Problem::internal()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_nothing_else_passes() {
+        for given in ["Bearer t0k", "bearer t0k", "BEARER t0k", "bEaReR   t0k"] {
+            assert_eq!(bearer_token(given), Some("t0k"), "{given}");
+        }
+        for given in ["Basic t0k", "Bearert0k", "t0k", "", "Bearer"] {
+            assert_ne!(bearer_token(given), Some("t0k"), "{given}");
+        }
+    }
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use secrecy::SecretString;
-use shared::config::{self, ConfigError, KafkaConfig};
+use shared::config::{self, ConfigError, HttpConfig, KafkaConfig};
 
 /// A database whose outbox this relay publishes.
 #[derive(Debug, Clone)]
@@ -128,7 +128,7 @@ impl RelaySettings {
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub port: u16,
+    pub http: HttpConfig,
     pub databases: Vec<SourceDatabase>,
     pub kafka: KafkaConfig,
     pub relay: RelaySettings,
@@ -150,7 +150,7 @@ impl Config {
         let d = RelaySettings::default();
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let config = Self {
-            port: config::var("PORT", 8080)?,
+            http: HttpConfig::from_env(8080)?,
             databases,
             kafka: KafkaConfig::from_env()?,
             relay: RelaySettings {

@@ -1,8 +1,8 @@
 //! The relay's HTTP port (8080): status page, `/health`, admin API, and `/metrics`.
 
-use axum::{extract::State, response::IntoResponse, routing::get, Router};
+use axum::{extract::State, Router};
 use shared::{
-    health::{self, Check, HealthReport},
+    health::{self, Check, Documented, HealthReport, Readiness, Unready},
     http::Problem,
 };
 use utoipa::{
@@ -14,7 +14,7 @@ use crate::{admin, startup::AppState, status};
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/health", get(health))
+        .merge(health::routes(ready))
         .with_state(state.clone())
         .merge(status::router(state.clone()))
         .merge(admin::router(state))
@@ -25,9 +25,9 @@ pub fn router(state: AppState) -> Router {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "outbox-processor", description = "The relay: publishes outbox rows to Kafka at least once, in order per aggregate. Status page at `/`."),
-    paths(health, status::json, admin::list_parked, admin::retry_parked, admin::retry_event, admin::retry_aggregate, admin::skip_event),
-    components(schemas(Problem, HealthReport, Check)),
-    modifiers(&BearerAuth)
+    paths(ready, status::json, admin::list_parked, admin::retry_parked, admin::retry_event, admin::retry_aggregate, admin::skip_event),
+    components(schemas(Problem, HealthReport, Unready, Check)),
+    modifiers(&BearerAuth, &Documented)
 )]
 pub struct ApiDoc;
 
@@ -43,19 +43,23 @@ impl Modify for BearerAuth {
     }
 }
 
-/// 200 when every source database and Kafka answer, 503 with the failing check otherwise.
-#[utoipa::path(get, path = "/health", tag = "operations",
-    responses((status = 200, body = HealthReport), (status = 503, body = HealthReport)))]
-async fn health(State(state): State<AppState>) -> impl IntoResponse {
-    let mut report = HealthReport::new();
+/// Ready when every source database answers: the status page and the admin API need them.
+/// Kafka only informs: while it is away the relay pauses publishing on its own (the status
+/// page says so), and restarting or unrouting it would not bring the broker back.
+#[utoipa::path(get, path = "/health/ready", tag = "operations",
+    responses((status = 200, body = HealthReport),
+              (status = 503, body = Unready, content_type = "application/problem+json")))]
+async fn ready(State(state): State<AppState>) -> Readiness {
+    let mut readiness = Readiness::new();
     for relay in state.relays.iter() {
-        report = report.check(
-            &format!("postgres:{}", relay.name),
-            health::postgres(relay.pool()).await,
-        );
+        readiness = readiness
+            .require(
+                &format!("postgres:{}", relay.name),
+                health::postgres(relay.pool()),
+            )
+            .await;
     }
-    report.check(
-        "kafka",
-        health::kafka(&state.publisher.producer().producer).await,
-    )
+    readiness
+        .inform("kafka", health::kafka(&state.publisher.producer().producer))
+        .await
 }

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use rdkafka::producer::Producer;
 use secrecy::SecretString;
 use shared::{
+    http::Server,
     kafka::{self, Publisher},
     StartupError,
 };
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -28,7 +28,7 @@ pub struct AppState {
 }
 
 pub struct Application {
-    listener: TcpListener,
+    server: Server,
     state: AppState,
 }
 
@@ -53,9 +53,9 @@ impl Application {
                 publishing.clone(),
             ));
         }
-        let listener = shared::http::bind(config.port).await?;
+        let server = Server::bind(&config.http).await?;
         Ok(Self {
-            listener,
+            server,
             state: AppState {
                 relays: Arc::new(relays),
                 publisher,
@@ -66,10 +66,7 @@ impl Application {
     }
 
     pub fn port(&self) -> u16 {
-        self.listener
-            .local_addr()
-            .map(|a| a.port())
-            .unwrap_or_default()
+        self.server.port()
     }
 
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), StartupError> {
@@ -85,8 +82,10 @@ impl Application {
             workers.push(tokio::spawn(relay.clone().run_gauges(shutdown.clone())));
         }
         let producer = self.state.publisher.producer().producer;
-        let served =
-            shared::http::serve(self.listener, routes::router(self.state), shutdown.clone()).await;
+        let served = self
+            .server
+            .serve(routes::router(self.state), shutdown.clone())
+            .await;
         shutdown.cancel();
         for worker in workers {
             if let Err(error) = worker.await {

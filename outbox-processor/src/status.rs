@@ -1,6 +1,10 @@
 //! The status page at `/` (for people, refreshes itself) and `/status.json` (for scripts):
 //! per database, what waits, how old the oldest waiting event is, how fast events go out,
 //! what is parked, and the latest events.
+//!
+//! Both are open to anyone who reaches the port, so they show states and counts, never an
+//! event's error text (which may quote a broker's or a database's address): that is on the
+//! admin side, `GET /admin/parked`, behind the token.
 
 use std::fmt::Write;
 
@@ -30,13 +34,12 @@ pub struct RecentEvent {
     pub published_at: Option<DateTime<Utc>>,
     pub attempts: i32,
     pub state: String,
-    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DatabaseStatus {
     pub database: String,
-    /// `None` when the database could not be read; `error` says why.
+    /// `None` when the database could not be read; `error` says so (the relay's log says why).
     pub stats: Option<Stats>,
     pub recent: Vec<RecentEvent>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -54,7 +57,7 @@ async fn status(state: &AppState) -> Status {
     let mut databases = Vec::new();
     for relay in state.relays.iter() {
         let recent = sqlx::query_as(
-            "select id, type, aggregateid, created_at, published_at, attempts, last_error,
+            "select id, type, aggregateid, created_at, published_at, attempts,
                     case when published_at is not null then 'published'
                          when skipped_at is not null then 'skipped'
                          when parked_at is not null then 'parked'
@@ -65,11 +68,15 @@ async fn status(state: &AppState) -> Status {
         .fetch_all(relay.pool())
         .await;
         let stats = relay.stats().await;
-        let error = match (&stats, &recent) {
+        let failed = match (&stats, &recent) {
             (Err(e), _) => Some(e.to_string()),
             (_, Err(e)) => Some(e.to_string()),
             _ => None,
         };
+        let error = failed.map(|error| {
+            tracing::warn!(database = %relay.name, %error, "status: cannot read the database");
+            "cannot read this database; the relay's log says why".to_owned()
+        });
         databases.push(DatabaseStatus {
             database: relay.name.clone(),
             stats: stats.ok(),
@@ -101,7 +108,8 @@ async fn page(State(state): State<AppState>) -> Html<String> {
          .cards{display:flex;gap:2em}.card{padding:.8em 1.2em;border:1px solid #ddd;border-radius:6px}\
          </style></head><body><h1>Outbox relay</h1>\
          <p>Refreshes every 2 s. JSON: <a href=/status.json>/status.json</a>, \
-         Prometheus: <a href=/metrics>/metrics</a>.</p>",
+         Prometheus: <a href=/metrics>/metrics</a>. Errors of parked events: \
+         <code>GET /admin/parked</code> (admin token).</p>",
     );
     if let PublishingState::Paused { since, last_error } = &status.publishing {
         let _ = write!(
@@ -115,11 +123,7 @@ async fn page(State(state): State<AppState>) -> Html<String> {
     for db in &status.databases {
         let _ = write!(html, "<h2>{}</h2>", escape(&db.database));
         if let Some(error) = &db.error {
-            let _ = write!(
-                html,
-                "<p class=parked>cannot read this database: {}</p>",
-                escape(error)
-            );
+            let _ = write!(html, "<p class=parked>{}</p>", escape(error));
         }
         if let Some(s) = db.stats {
             let _ = write!(
@@ -138,13 +142,13 @@ async fn page(State(state): State<AppState>) -> Html<String> {
         }
         html.push_str(
             "<table><tr><th>event</th><th>type</th><th>aggregate</th><th>created</th>\
-             <th>state</th><th>attempts</th><th>last error</th></tr>",
+             <th>state</th><th>attempts</th></tr>",
         );
         for e in &db.recent {
             let _ = write!(
                 html,
                 "<tr><td><code>{}</code></td><td>{}</td><td><code>{}</code></td><td>{}</td>\
-                 <td class={}>{}</td><td>{}</td><td>{}</td></tr>",
+                 <td class={}>{}</td><td>{}</td></tr>",
                 e.id,
                 escape(&e.event_type),
                 escape(&e.aggregateid),
@@ -152,7 +156,6 @@ async fn page(State(state): State<AppState>) -> Html<String> {
                 e.state,
                 e.state,
                 e.attempts,
-                escape(e.last_error.as_deref().unwrap_or(""))
             );
         }
         html.push_str("</table>");

@@ -1,56 +1,195 @@
-//! `GET /health`: 200 when the service can reach everything it needs, 503 with the failing
-//! dependency otherwise, so an orchestrator routes traffic away instead of losing requests.
+//! Health, in the two questions an orchestrator asks, because it acts differently on each:
+//!
+//! - `GET /health/live`, **liveness**: 200 whenever the process answers HTTP at all. When it
+//!   fails, restart the process.
+//! - `GET /health/ready`, **readiness**: 200 when what the service needs to answer its API
+//!   answers (its database), 503 with a problem naming the failing check otherwise. When it
+//!   fails, route requests elsewhere until it passes again.
+//! - `GET /health`: the readiness answer, for clients of the single endpoint.
+//!
+//! The broker is not something any API here needs: order-service goes on taking orders while
+//! Kafka is away (that is the point of the outbox), and the consumers catch up when it is
+//! back. So Kafka is a check that *informs* (it is in the report, it does not make a service
+//! unready); taking order-service out of rotation during a broker outage would turn an outage
+//! the pattern absorbs into one every client sees.
+//!
+//! Every check is bounded by [`CHECK_TIMEOUT`], generous enough that a busy machine does not
+//! fail a check that would have passed, and short enough to answer before a probe gives up.
 
-use axum::{http::StatusCode, response::IntoResponse, Json};
+use std::{fmt::Display, future::Future, time::Duration};
+
+use axum::{
+    handler::Handler,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::get,
+    Json, Router,
+};
 use rdkafka::producer::FutureProducer;
 use serde::Serialize;
 use sqlx::PgPool;
+use utoipa::openapi::OpenApi;
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+use crate::http::{problem_json, Problem};
+
+/// The longest one check may take before it counts as failed.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Check {
     pub name: String,
     pub ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Whether readiness depends on it; a check that only informs (the broker) does not.
+    pub required: bool,
 }
 
-#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+/// A ready service's answer (200).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"status": "ok", "checks": [
+    {"name": "postgres", "ok": true, "required": true},
+    {"name": "kafka", "ok": false, "error": "timed out after 5s", "required": false}
+]}))]
 pub struct HealthReport {
-    /// `ok`, or `unavailable` (with status 503).
+    /// Always `ok`.
     #[schema(value_type = String)]
     pub status: &'static str,
     pub checks: Vec<Check>,
 }
 
-impl HealthReport {
+/// An unready service's answer (503): a problem whose `checks` say which dependency failed.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Unready {
+    #[serde(flatten)]
+    pub problem: Problem,
+    pub checks: Vec<Check>,
+}
+
+/// Liveness: the process answers.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Alive {
+    /// Always `ok`.
+    #[schema(value_type = String)]
+    pub status: &'static str,
+}
+
+/// Builds a readiness answer from the service's checks.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    checks: Vec<Check>,
+}
+
+impl Readiness {
     pub fn new() -> Self {
         Self::default()
     }
 
-    pub fn check<E: std::fmt::Display>(mut self, name: &str, result: Result<(), E>) -> Self {
+    /// A dependency the service cannot answer without: readiness fails with it.
+    pub async fn require<E: Display>(
+        self,
+        name: &str,
+        check: impl Future<Output = Result<(), E>>,
+    ) -> Self {
+        self.run(name, true, check).await
+    }
+
+    /// A dependency reported for the operator's sake; readiness does not depend on it.
+    pub async fn inform<E: Display>(
+        self,
+        name: &str,
+        check: impl Future<Output = Result<(), E>>,
+    ) -> Self {
+        self.run(name, false, check).await
+    }
+
+    async fn run<E: Display>(
+        mut self,
+        name: &str,
+        required: bool,
+        check: impl Future<Output = Result<(), E>>,
+    ) -> Self {
+        let error = match tokio::time::timeout(CHECK_TIMEOUT, check).await {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(error.to_string()),
+            Err(_) => Some(format!("timed out after {CHECK_TIMEOUT:?}")),
+        };
         self.checks.push(Check {
             name: name.to_owned(),
-            ok: result.is_ok(),
-            error: result.err().map(|e| e.to_string()),
+            ok: error.is_none(),
+            error,
+            required,
         });
         self
     }
 
-    pub fn is_healthy(&self) -> bool {
-        self.checks.iter().all(|c| c.ok)
+    pub fn is_ready(&self) -> bool {
+        self.checks.iter().all(|c| c.ok || !c.required)
     }
 }
 
-impl IntoResponse for HealthReport {
-    fn into_response(mut self) -> axum::response::Response {
-        let status = if self.is_healthy() {
-            self.status = "ok";
-            StatusCode::OK
-        } else {
-            self.status = "unavailable";
-            StatusCode::SERVICE_UNAVAILABLE
+impl IntoResponse for Readiness {
+    fn into_response(self) -> Response {
+        if self.is_ready() {
+            return Json(HealthReport {
+                status: "ok",
+                checks: self.checks,
+            })
+            .into_response();
+        }
+        let failing: Vec<String> = self
+            .checks
+            .iter()
+            .filter(|c| c.required && !c.ok)
+            .map(|c| format!("{}: {}", c.name, c.error.as_deref().unwrap_or("failed")))
+            .collect();
+        let status = StatusCode::SERVICE_UNAVAILABLE;
+        let unready = Unready {
+            problem: Problem::status(status).detail(failing.join("; ")),
+            checks: self.checks,
         };
-        (status, Json(self)).into_response()
+        problem_json(status, &unready)
+    }
+}
+
+/// `GET /health/live`.
+#[utoipa::path(get, path = "/health/live", tag = "operations",
+    responses((status = 200, description = "The process answers", body = Alive)))]
+pub async fn live() -> Json<Alive> {
+    Json(Alive { status: "ok" })
+}
+
+/// The three health routes, with `ready` (the service's readiness handler) behind
+/// `/health/ready` and `/health`.
+pub fn routes<H, T, S>(ready: H) -> Router<S>
+where
+    H: Handler<T, S>,
+    T: 'static,
+    S: Clone + Send + Sync + 'static,
+{
+    Router::new()
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready.clone()))
+        .route("/health", get(ready))
+}
+
+/// OpenAPI modifier: documents `/health/live`, and `/health` as what `/health/ready` is.
+pub struct Documented;
+
+impl utoipa::Modify for Documented {
+    fn modify(&self, openapi: &mut OpenApi) {
+        use utoipa::OpenApi as _;
+        #[derive(utoipa::OpenApi)]
+        #[openapi(paths(live), components(schemas(Alive)))]
+        struct Liveness;
+        openapi.merge(Liveness::openapi());
+        if let Some(mut ready) = openapi.paths.paths.get("/health/ready").cloned() {
+            if let Some(get) = ready.get.as_mut() {
+                get.operation_id = Some("health".into());
+                get.summary = Some("Readiness, as /health/ready answers it".into());
+            }
+            openapi.paths.paths.insert("/health".into(), ready);
+        }
     }
 }
 
@@ -66,4 +205,62 @@ pub async fn mongo(db: &mongodb::Database) -> Result<(), mongodb::error::Error> 
     db.run_command(mongodb::bson::doc! { "ping": 1 })
         .await
         .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn failing() -> Result<(), String> {
+        Err("connection refused".into())
+    }
+
+    async fn passing() -> Result<(), String> {
+        Ok(())
+    }
+
+    async fn hanging() -> Result<(), String> {
+        std::future::pending().await
+    }
+
+    #[tokio::test]
+    async fn only_a_required_check_makes_the_service_unready() {
+        let informed = Readiness::new()
+            .require("db", passing())
+            .await
+            .inform("broker", failing())
+            .await;
+        assert!(informed.is_ready());
+        assert_eq!(informed.into_response().status(), StatusCode::OK);
+
+        let unready = Readiness::new()
+            .require("db", failing())
+            .await
+            .inform("broker", passing())
+            .await;
+        assert!(!unready.is_ready());
+        let response = unready.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            response.headers()[axum::http::header::CONTENT_TYPE],
+            crate::http::PROBLEM_JSON
+        );
+        let body = axum::body::to_bytes(response.into_body(), 10_000)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["status"], 503);
+        assert_eq!(body["detail"], "db: connection refused");
+        assert_eq!(body["checks"].as_array().unwrap().len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_check_that_hangs_fails_after_the_timeout() {
+        let readiness = Readiness::new().require("db", hanging()).await;
+        assert!(!readiness.is_ready());
+        assert!(readiness.checks[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("timed out")));
+    }
 }

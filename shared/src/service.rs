@@ -3,11 +3,11 @@
 use axum::Router;
 use rdkafka::producer::FutureProducer;
 use sqlx::{migrate::Migrator, PgPool};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::PostgresServiceConfig,
+    http::Server,
     kafka::{self, run_consumer, ConsumerSettings, EventHandler},
     StartupError,
 };
@@ -15,14 +15,14 @@ use crate::{
 /// Serves `router` and runs the consumer until `shutdown` fires; if the server fails, the
 /// consumer is stopped too, so the process never runs half-alive.
 pub async fn run<H: EventHandler>(
-    listener: TcpListener,
+    server: Server,
     router: Router,
     consumer: ConsumerSettings,
     handler: H,
     shutdown: CancellationToken,
 ) -> Result<(), StartupError> {
     let worker = tokio::spawn(run_consumer(consumer, handler, shutdown.clone()));
-    let served = crate::http::serve(listener, router, shutdown.clone()).await;
+    let served = server.serve(router, shutdown.clone()).await;
     shutdown.cancel();
     if let Err(error) = worker.await {
         tracing::error!(%error, "consumer task panicked");
@@ -39,10 +39,10 @@ pub struct PgState {
     pub producer: FutureProducer,
 }
 
-/// A PostgreSQL-backed service, built and ready to run: migrated database, bound listener
+/// A PostgreSQL-backed service, built and ready to run: migrated database, bound server
 /// (port 0 in tests, so they can learn the port before the service runs), consumer settings.
 pub struct PgService {
-    pub listener: TcpListener,
+    pub server: Server,
     pub state: PgState,
     pub consumer: ConsumerSettings,
 }
@@ -61,7 +61,7 @@ impl PgService {
             crate::db::connect(&config.database_url, config.database_max_connections).await?;
         crate::db::migrate(&pool, migrator).await?;
         let producer = kafka::producer(&config.kafka)?;
-        let listener = crate::http::bind(config.port).await?;
+        let server = Server::bind(&config.http).await?;
         let consumer = ConsumerSettings {
             topics: aggregate_types
                 .iter()
@@ -71,17 +71,14 @@ impl PgService {
             kafka: config.kafka,
         };
         Ok(Self {
-            listener,
+            server,
             state: PgState { pool, producer },
             consumer,
         })
     }
 
     pub fn port(&self) -> u16 {
-        self.listener
-            .local_addr()
-            .map(|a| a.port())
-            .unwrap_or_default()
+        self.server.port()
     }
 
     pub async fn run<H: EventHandler>(
@@ -91,6 +88,6 @@ impl PgService {
         shutdown: CancellationToken,
     ) -> Result<(), StartupError> {
         tracing::info!(port = self.port(), consumer = %self.consumer.name, "service listening");
-        run(self.listener, router, self.consumer, handler, shutdown).await
+        run(self.server, router, self.consumer, handler, shutdown).await
     }
 }

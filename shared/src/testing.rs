@@ -81,7 +81,7 @@ pub async fn fresh_outbox_database() -> (SecretString, sqlx::PgPool) {
 /// Settings for a PostgreSQL-backed service under test: port 0, a fresh database, own topics.
 pub async fn postgres_service_config() -> crate::config::PostgresServiceConfig {
     crate::config::PostgresServiceConfig {
-        port: 0,
+        http: crate::config::HttpConfig::local(0),
         database_url: fresh_database().await,
         database_max_connections: 5,
         kafka: kafka(),

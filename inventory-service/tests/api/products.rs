@@ -31,6 +31,13 @@ async fn the_seeded_catalogue_is_listed_with_prices_and_stock() {
     );
     assert_eq!(app.get("/health").await.status(), 200);
 
+    // A NUL character cannot name a product (PostgreSQL would refuse it with an error).
+    for path in ["/products/%00", "/products/KEY%00BOARD-01"] {
+        let nul = app.get(path).await;
+        assert_eq!(nul.status(), 404, "{path}");
+        assert_eq!(nul.headers()["content-type"], "application/problem+json");
+    }
+
     let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
     assert!(doc["paths"]["/products"]["get"].is_object());
     assert!(doc["paths"]["/products/{sku}"]["get"]["responses"]["404"].is_object());

@@ -25,7 +25,7 @@ struct TestApp {
 
 async fn spawn_app() -> TestApp {
     let config = Config {
-        port: 0,
+        http: shared::config::HttpConfig::local(0),
         mongodb_uri: testing::mongo_uri().into(),
         mongodb_database: format!("invoices_test_{}", Uuid::new_v4().simple()),
         kafka: testing::kafka(),

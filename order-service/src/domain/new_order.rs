@@ -12,24 +12,49 @@ use shared::http::FieldError;
 }))]
 pub struct CreateOrderRequest {
     /// 1 to 64 letters, digits, `-`, `_` or `.`.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]+$")]
     pub customer_id: String,
+    /// 1 to 50 lines.
+    #[schema(min_items = 1, max_items = 50)]
     pub items: Vec<CreateOrderItem>,
 }
 
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct CreateOrderItem {
-    /// A product's SKU (case-insensitive); each SKU at most once per order.
+    /// A product's SKU (case-insensitive). Lines naming one SKU are one line: their
+    /// quantities add up.
+    #[schema(min_length = 1, max_length = 32, pattern = "^[A-Za-z0-9-]+$")]
     pub sku: String,
     /// 1 to 1,000,000. (Signed, so that `-1` gets a clear validation message.)
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    #[serde(deserialize_with = "integer")]
     pub quantity: i64,
+}
+
+/// Any JSON number without a fraction: JSON Schema counts `2.0` as the integer 2, so a client
+/// following the schema may send it. Out of `i64`'s range it saturates, for the range check.
+fn integer<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    let number = serde_json::Number::deserialize(deserializer)?;
+    if let Some(n) = number.as_i64() {
+        return Ok(n);
+    }
+    if number.as_u64().is_some() {
+        return Ok(i64::MAX);
+    }
+    match number.as_f64() {
+        // `as` saturates at i64's bounds.
+        Some(f) if f.fract() == 0.0 => Ok(f as i64),
+        _ => Err(serde::de::Error::custom(format!(
+            "expected an integer, got {number}"
+        ))),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CustomerId(String);
 
 impl CustomerId {
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        let s = raw.trim();
+    pub fn parse(s: &str) -> Result<Self, String> {
         if s.is_empty() {
             return Err("must not be empty".into());
         }
@@ -56,7 +81,7 @@ pub struct Sku(String);
 
 impl Sku {
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let s = raw.trim().to_ascii_uppercase();
+        let s = raw.to_ascii_uppercase();
         if s.is_empty() || s.len() > 32 {
             return Err("must be 1 to 32 characters".into());
         }
@@ -87,6 +112,12 @@ impl Quantity {
     pub fn get(self) -> u32 {
         self.0
     }
+
+    /// Two lines of one SKU as one. The limit is per line as sent, so a sum may pass it; at
+    /// most 50 lines of 1,000,000 cannot overflow.
+    pub fn plus(self, other: Self) -> Self {
+        Self(self.0.saturating_add(other.0))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,7 +138,8 @@ impl NewOrder {
 }
 
 impl TryFrom<CreateOrderRequest> for NewOrder {
-    /// Every problem at once, so a client can fix its request in one go.
+    /// Every problem at once, so a client can fix its request in one go; at most two per line,
+    /// and lines are only looked at when there are no more than [`NewOrder::MAX_ITEMS`].
     type Error = Vec<FieldError>;
 
     fn try_from(request: CreateOrderRequest) -> Result<Self, Self::Error> {
@@ -115,13 +147,18 @@ impl TryFrom<CreateOrderRequest> for NewOrder {
         let customer_id = CustomerId::parse(&request.customer_id)
             .map_err(|m| errors.push(FieldError::new("customer_id", m)))
             .ok();
+        // The cheap limit first: an order with too many lines is refused before any line is
+        // read, so neither the work nor the error list grows with what a client sends.
         if request.items.is_empty() || request.items.len() > Self::MAX_ITEMS {
             errors.push(FieldError::new(
                 "items",
                 format!("must hold 1 to {} lines", Self::MAX_ITEMS),
             ));
+            return Err(errors);
         }
         let mut items: Vec<NewOrderItem> = Vec::with_capacity(request.items.len());
+        // Where each SKU's line is in `items`.
+        let mut line_of = std::collections::HashMap::new();
         for (i, item) in request.items.iter().enumerate() {
             let sku = Sku::parse(&item.sku)
                 .map_err(|m| errors.push(FieldError::new(format!("items[{i}].sku"), m)))
@@ -130,16 +167,15 @@ impl TryFrom<CreateOrderRequest> for NewOrder {
                 .map_err(|m| errors.push(FieldError::new(format!("items[{i}].quantity"), m)))
                 .ok();
             if let (Some(sku), Some(quantity)) = (sku, quantity) {
-                if items.iter().any(|existing| existing.sku == sku) {
-                    errors.push(FieldError::new(
-                        format!("items[{i}].sku"),
-                        format!(
-                            "{} appears twice; use one line with the total quantity",
-                            sku.as_str()
-                        ),
-                    ));
-                } else {
-                    items.push(NewOrderItem { sku, quantity });
+                match line_of.get(&sku) {
+                    Some(&line) => {
+                        let merged: &mut NewOrderItem = &mut items[line];
+                        merged.quantity = merged.quantity.plus(quantity);
+                    }
+                    None => {
+                        line_of.insert(sku.clone(), items.len());
+                        items.push(NewOrderItem { sku, quantity });
+                    }
                 }
             }
         }
@@ -169,7 +205,7 @@ mod tests {
 
     #[test]
     fn a_valid_request_parses_and_skus_are_normalised() {
-        let order = NewOrder::try_from(request(" cust-42 ", &[("keyboard-01", 2)])).unwrap();
+        let order = NewOrder::try_from(request("cust-42", &[("keyboard-01", 2)])).unwrap();
         assert_eq!(order.customer_id.as_str(), "cust-42");
         assert_eq!(order.items[0].sku.as_str(), "KEYBOARD-01");
         assert_eq!(order.items[0].quantity.get(), 2);
@@ -181,10 +217,50 @@ mod tests {
             NewOrder::try_from(request("", &[("ok", 0), ("bad sku!", 1), ("OK", 1)])).unwrap_err();
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["customer_id", "items[0].quantity", "items[1].sku"]);
+    }
 
-        let errors = NewOrder::try_from(request("c", &[("A", 1), ("a", 2)])).unwrap_err();
-        assert_eq!(errors[0].field, "items[1].sku");
-        assert!(errors[0].message.contains("twice"));
+    #[test]
+    fn lines_naming_one_sku_are_one_line() {
+        let max = i64::from(Quantity::MAX);
+        let order =
+            NewOrder::try_from(request("c", &[("A", 1), ("b", 5), ("a", 2), ("A", max)])).unwrap();
+        let lines: Vec<(&str, u32)> = order
+            .items
+            .iter()
+            .map(|l| (l.sku.as_str(), l.quantity.get()))
+            .collect();
+        assert_eq!(lines, [("A", 3 + Quantity::MAX), ("B", 5)]);
+    }
+
+    #[test]
+    fn an_order_over_the_line_limit_is_refused_without_reading_its_lines() {
+        let lines: Vec<(String, i64)> = (0..20_000).map(|i| (format!("bad sku {i}"), 0)).collect();
+        let lines: Vec<(&str, i64)> = lines.iter().map(|(s, q)| (s.as_str(), *q)).collect();
+        let errors = NewOrder::try_from(request("", &lines)).unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["customer_id", "items"]);
+    }
+
+    #[test]
+    fn a_quantity_is_any_number_without_a_fraction() {
+        let line = |quantity: &str| {
+            serde_json::from_str::<CreateOrderItem>(&format!(
+                r#"{{"sku": "A", "quantity": {quantity}}}"#
+            ))
+            .map(|l| l.quantity)
+        };
+        assert_eq!(line("2").unwrap(), 2);
+        assert_eq!(line("2.0").unwrap(), 2);
+        assert_eq!(line("1e3").unwrap(), 1000);
+        assert_eq!(line("18446744073709551615").unwrap(), i64::MAX);
+        assert!(line("2.5").is_err());
+        assert!(line("\"2\"").is_err());
+    }
+
+    #[test]
+    fn whitespace_is_not_trimmed_away() {
+        assert!(CustomerId::parse(" cust-42").is_err());
+        assert!(Sku::parse("KEYBOARD-01 ").is_err());
     }
 
     #[test]

@@ -2,10 +2,10 @@
 
 pub mod orders;
 
-use axum::{extract::State, response::IntoResponse, routing::get, Router};
+use axum::{extract::State, Router};
 use shared::{
     events::{RejectionCode, RejectionReason},
-    health::{self, Check, HealthReport},
+    health::{self, Check, Documented, HealthReport, Readiness, Unready},
     http::{FieldError, Problem},
 };
 use utoipa::OpenApi;
@@ -15,7 +15,7 @@ use crate::startup::AppState;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(orders::router())
-        .route("/health", get(health))
+        .merge(health::routes(ready))
         .with_state(state)
         .merge(shared::http::openapi_route(ApiDoc::openapi()))
 }
@@ -27,23 +27,29 @@ pub fn router(state: AppState) -> Router {
         title = "order-service",
         description = "Takes orders; each order and its OrderPlaced event are written in one transaction (transactional outbox)."
     ),
-    paths(orders::create_order, orders::get_order, orders::list_orders, health),
+    paths(orders::create_order, orders::get_order, orders::list_orders, ready),
     components(schemas(
         Problem,
         FieldError,
         HealthReport,
+        Unready,
         Check,
         RejectionReason,
         RejectionCode
-    ))
+    )),
+    modifiers(&Documented)
 )]
 pub struct ApiDoc;
 
-/// 200 when PostgreSQL and Kafka answer, 503 with the failing check otherwise.
-#[utoipa::path(get, path = "/health", tag = "operations",
-    responses((status = 200, body = HealthReport), (status = 503, body = HealthReport)))]
-async fn health(State(state): State<AppState>) -> impl IntoResponse {
-    HealthReport::new()
-        .check("postgres", health::postgres(&state.pool).await)
-        .check("kafka", health::kafka(&state.producer).await)
+/// Ready when PostgreSQL answers: orders are taken while Kafka is away (the outbox keeps
+/// their events), so the broker only informs.
+#[utoipa::path(get, path = "/health/ready", tag = "operations",
+    responses((status = 200, body = HealthReport),
+              (status = 503, body = Unready, content_type = "application/problem+json")))]
+async fn ready(State(state): State<AppState>) -> Readiness {
+    Readiness::new()
+        .require("postgres", health::postgres(&state.pool))
+        .await
+        .inform("kafka", health::kafka(&state.producer))
+        .await
 }

@@ -37,7 +37,8 @@ pub fn router() -> Router<AppState> {
     post, path = "/orders", tag = "orders",
     request_body = CreateOrderRequest,
     params(
-        ("Idempotency-Key" = Option<String>, Header, description = "1-255 visible ASCII characters; a retry with the same key and body returns the first order"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$",
+         description = "1-255 visible ASCII characters; a retry with the same key and body returns the first order"),
         ("traceparent" = Option<String>, Header, description = "W3C trace context to carry through every service; a new trace is started without one"),
     ),
     responses(
@@ -46,6 +47,7 @@ pub fn router() -> Router<AppState> {
                  ("idempotent-replayed" = String, description = "`true` when this is the first order, replayed"),
                  ("traceparent" = String, description = "the trace the order's events carry"))),
         (status = 400, description = "Body is not JSON, or a malformed Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over the limit (HTTP_BODY_LIMIT_BYTES)", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Content-Type is not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid order (every invalid field listed in `errors`), or an Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "Unexpected failure; nothing was written", body = Problem, content_type = "application/problem+json"),
@@ -145,6 +147,7 @@ pub async fn get_order(
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// 1 to 100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<Uuid>,
@@ -164,7 +167,8 @@ pub struct OrderPage {
     params(ListParams),
     responses(
         (status = 200, description = "A page of orders, newest first", body = OrderPage),
-        (status = 400, description = "Bad limit, or a cursor that names no order", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad limit", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "A cursor that names no order", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn list_orders(
@@ -179,9 +183,7 @@ pub async fn list_orders(
     }
     if let Some(cursor) = params.cursor {
         if !db::exists(&state.pool, cursor).await? {
-            return Err(ApiError::BadRequest(format!(
-                "cursor {cursor} names no order"
-            )));
+            return Err(ApiError::CursorNotFound(cursor));
         }
     }
     let items = db::list(&state.pool, limit, params.cursor).await?;

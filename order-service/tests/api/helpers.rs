@@ -16,7 +16,11 @@ pub struct TestApp {
 
 /// Starts order-service on a free port with a fresh database and its own topics.
 pub async fn spawn_app() -> TestApp {
-    let config = testing::postgres_service_config().await;
+    spawn_app_with(testing::postgres_service_config().await).await
+}
+
+/// Starts order-service with `config` (built by `testing::postgres_service_config`).
+pub async fn spawn_app_with(config: shared::config::PostgresServiceConfig) -> TestApp {
     let kafka = config.kafka.clone();
     let app = Application::build(config)
         .await

@@ -3,4 +3,5 @@
 
 mod consumer;
 mod helpers;
+mod hostile;
 mod orders;

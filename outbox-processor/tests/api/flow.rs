@@ -48,7 +48,7 @@ async fn spawn_system() -> System {
     };
 
     let orders = order_service::startup::Application::build(order_service::config::Config {
-        port: 0,
+        http: shared::config::HttpConfig::local(0),
         database_url: orders_db.clone(),
         database_max_connections: 5,
         kafka: kafka.clone(),
@@ -57,7 +57,7 @@ async fn spawn_system() -> System {
     .expect("order-service");
     let inventory =
         inventory_service::startup::Application::build(inventory_service::config::Config {
-            port: 0,
+            http: shared::config::HttpConfig::local(0),
             database_url: inventory_db.clone(),
             database_max_connections: 5,
             kafka: kafka.clone(),
@@ -65,7 +65,7 @@ async fn spawn_system() -> System {
         .await
         .expect("inventory-service");
     let invoices = invoice_service::startup::Application::build(invoice_service::config::Config {
-        port: 0,
+        http: shared::config::HttpConfig::local(0),
         mongodb_uri: SecretString::from(testing::mongo_uri()),
         mongodb_database,
         kafka: kafka.clone(),
@@ -73,7 +73,7 @@ async fn spawn_system() -> System {
     .await
     .expect("invoice-service");
     let relay = outbox_processor::startup::Application::build(outbox_processor::config::Config {
-        port: 0,
+        http: shared::config::HttpConfig::local(0),
         databases: vec![
             SourceDatabase {
                 name: "orders".into(),

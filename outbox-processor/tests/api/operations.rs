@@ -131,7 +131,7 @@ async fn spawn_relay_polling_every(poll_interval: Duration) -> Admin {
     let (url, pool) = testing::fresh_outbox_database().await;
     let kafka = testing::kafka();
     let config = Config {
-        port: 0,
+        http: shared::config::HttpConfig::local(0),
         databases: vec![SourceDatabase {
             name: "orders".into(),
             url,
@@ -329,11 +329,9 @@ async fn parked_events_are_retried_in_bulk_by_filter() {
             "/admin/parked/retry?parked_from={later}&parked_to={later}"
         ))
         .await;
-    assert_eq!(empty_range.status(), 400);
-    assert_eq!(
-        empty_range.headers()["content-type"],
-        "application/problem+json"
-    );
+    // An empty range is a filter like any other: it takes nothing.
+    assert_eq!(empty_range.status(), 200);
+    assert_eq!(empty_range.json::<Value>().await.unwrap()["total"], 0);
     assert_eq!(
         admin
             .post("/admin/parked/retry?parked_to=yesterday")
@@ -404,6 +402,19 @@ async fn the_status_page_shows_pending_parked_and_recent_events() {
     assert!(html.contains(&parked.to_string()));
     assert!(html.contains("class=parked>parked"));
 
+    // The public page shows states, never an event's error text: that is for the admin side.
+    let error: String = sqlx::query_scalar("select last_error from outbox where id = $1")
+        .bind(parked)
+        .fetch_one(&admin.pool)
+        .await
+        .unwrap();
+    assert!(!error.is_empty());
+    assert!(!html.contains(&error), "the page shows {error:?}");
+    assert!(
+        !status.to_string().contains(&error),
+        "status.json shows {error:?}"
+    );
+
     let metrics = admin
         .http
         .get(format!("{}/metrics", admin.service.address))
@@ -444,4 +455,93 @@ async fn a_commit_wakes_the_relay_without_waiting_for_the_poll() {
         "took {:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test]
+async fn hostile_admin_requests_get_problems_not_server_errors() {
+    let admin = spawn_relay().await;
+    let base = &admin.service.address;
+    let send = |request: reqwest::RequestBuilder| async move {
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let allow = response
+            .headers()
+            .get("allow")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let body: Value = response.json().await.unwrap_or_default();
+        (status, content_type, allow, body)
+    };
+
+    // A NUL character (PostgreSQL refuses it in text) names nothing: 404, not 500.
+    let (status, content_type, _, body) = send(
+        admin
+            .http
+            .post(format!("{base}/admin/aggregates/orders/order/%00/retry"))
+            .bearer_auth(TOKEN),
+    )
+    .await;
+    assert_eq!(
+        (status, content_type.as_str()),
+        (404, "application/problem+json")
+    );
+    assert_eq!(body["status"], 404);
+    let (status, content_type, _, _) = send(
+        admin
+            .http
+            .get(format!("{base}/admin/parked?error=%00"))
+            .bearer_auth(TOKEN),
+    )
+    .await;
+    assert_eq!(
+        (status, content_type.as_str()),
+        (400, "application/problem+json")
+    );
+
+    // A database that does not exist is a 404, as on every other admin route.
+    let (status, _, _, body) = send(
+        admin
+            .http
+            .get(format!("{base}/admin/parked?database=nosuch"))
+            .bearer_auth(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+
+    // The scheme's name is case-insensitive (RFC 9110); the token is not.
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let (status, _, _, body) = send(
+            admin
+                .http
+                .get(format!("{base}/admin/parked"))
+                .header("authorization", format!("{scheme} {TOKEN}")),
+        )
+        .await;
+        assert_eq!(status, 200, "{scheme}: {body}");
+    }
+    let (status, _, _, _) = send(
+        admin
+            .http
+            .get(format!("{base}/admin/parked"))
+            .header("authorization", format!("Bearer {}", TOKEN.to_uppercase())),
+    )
+    .await;
+    assert_eq!(status, 401);
+
+    // A method the route does not take: 405 problem, with the methods it does take.
+    let (status, content_type, allow, _) = send(
+        admin
+            .http
+            .delete(format!("{base}/admin/parked"))
+            .bearer_auth(TOKEN),
+    )
+    .await;
+    assert_eq!(
+        (status, content_type.as_str()),
+        (405, "application/problem+json")
+    );
+    assert_eq!(allow.as_deref(), Some("GET,HEAD"));
 }
