@@ -1,12 +1,13 @@
 //! The HTTP edge every service shares: one server with the limits a public endpoint needs,
 //! problem+json for every error, and extractors whose rejections are problems too.
 //!
-//! - [`server`]: binds where it is told (127.0.0.1 unless configured), closes idle and
-//!   trickling connections, bounds bodies and request time, drains in-flight requests on
+//! - `server` ([`Server`]): binds where it is told (127.0.0.1 unless configured), closes idle
+//!   and trickling connections, bounds bodies and request time, drains in-flight requests on
 //!   shutdown.
-//! - [`problem`]: the one error shape (RFC 9457), and the layer that gives it to the answers
-//!   the framework makes itself (404, 405, 408, 413, …).
-//! - [`extract`]: `Json`, `Path` and `Query` that answer bad input with a problem.
+//! - `problem` ([`Problem`]): the one error shape (RFC 9457), and the layer that gives it to
+//!   the answers the framework makes itself (404, 405, 408, 413, …).
+//! - `extract` ([`Json`], [`Path`], [`Query`]): axum's extractors, answering bad input with a
+//!   problem.
 
 mod extract;
 mod problem;

@@ -1,6 +1,6 @@
 //! The producing side of the pattern: write an event into the caller's open transaction.
 //!
-//! There is deliberately no "publish" here. [`write`] takes the transaction the business
+//! There is deliberately no "publish" here. [`write()`] takes the transaction the business
 //! change is in, so the event exists if and only if that change commits. Publishing is the
 //! relay's job (`outbox-processor`), which reads these rows later.
 //!
@@ -48,7 +48,7 @@ pub async fn write<E: DomainEvent>(
 /// The channel the relay listens on.
 pub const WAKE_CHANNEL: &str = "outbox";
 
-/// Commits `tx`, which wrote events with [`write`], then wakes the relay. Only the commit can
+/// Commits `tx`, which wrote events with [`write()`], then wakes the relay. Only the commit can
 /// fail: once it succeeded the events are safe, and a wake-up that fails is logged, not
 /// returned, since the relay's poll finds the rows anyway.
 pub async fn commit(tx: Transaction<'_, Postgres>, pool: &PgPool) -> Result<(), sqlx::Error> {
