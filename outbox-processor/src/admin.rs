@@ -125,7 +125,7 @@ impl ParkedFilter {
         let relays: Vec<_> = state
             .relays
             .iter()
-            .filter(|r| !self.database.as_ref().is_some_and(|d| *d != r.name))
+            .filter(|r| self.database.as_ref().is_none_or(|d| *d == r.name))
             .collect();
         match &self.database {
             Some(database) if relays.is_empty() => Err(Problem::not_found(format!(

@@ -579,7 +579,7 @@ async fn produce(
     let mut per_tick = 0;
     let mut tick = 0u64;
     while Instant::now() < end {
-        if tick % 20 == 0 {
+        if tick.is_multiple_of(20) {
             // From a third of what the instances can handle to twice that: while they fall
             // behind, every partition has seconds of work queued when a rebalance comes.
             let load = capacity_per_second * rng.random_range(0.3..2.0) / 20.0;
@@ -593,7 +593,7 @@ async fn produce(
         let tick_keys: Vec<u32> = if flood.is_some() {
             key_on
                 .values()
-                .flat_map(|&key| std::iter::repeat(key).take(FLOOD))
+                .flat_map(|&key| std::iter::repeat_n(key, FLOOD))
                 .collect()
         } else if let Some(key) = surge {
             vec![key; rng.random_range(200..500)]
