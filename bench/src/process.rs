@@ -82,7 +82,7 @@ pub fn peak_rss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// CPU time a process has used so far (user + system), from /proc/<pid>/stat.
+/// CPU time a process has used so far (user + system), from `/proc/<pid>/stat`.
 pub fn cpu_time(pid: u32) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces; the fields after its ')' are fixed.
