@@ -46,6 +46,9 @@ RUN apt-get update \
 COPY --from=build /out/ /usr/local/bin/
 
 USER 10001:10001
+# Outside a container the services bind 127.0.0.1 by default; inside one they must listen on
+# the container's interface to be reached through a published port.
+ENV BIND_ADDRESS=0.0.0.0
 # The ports the services listen on by default (PORT overrides): order 9000, inventory 8000,
 # invoice 8001, relay 8080.
 EXPOSE 9000 8000 8001 8080
