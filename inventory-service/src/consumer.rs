@@ -46,7 +46,9 @@ impl OrderHandler {
         order: OrderPlaced,
     ) -> Result<(), HandleError> {
         let mut tx = self.pool.begin().await?;
-        if !inbox::record(&mut tx, CONSUMER, envelope.id, &envelope.event_type).await? {
+        if inbox::record(&mut tx, CONSUMER, envelope.id, &envelope.event_type).await?
+            == inbox::Recorded::Duplicate
+        {
             tracing::info!("duplicate delivery; already applied");
             return Ok(());
         }

@@ -49,7 +49,9 @@ impl ReservationHandler {
         order_id: Uuid,
     ) -> Result<Option<(Transaction<'static, Postgres>, Order)>, HandleError> {
         let mut tx = self.pool.begin().await?;
-        if !inbox::record(&mut tx, CONSUMER, envelope.id, &envelope.event_type).await? {
+        if inbox::record(&mut tx, CONSUMER, envelope.id, &envelope.event_type).await?
+            == inbox::Recorded::Duplicate
+        {
             tracing::info!("duplicate delivery; already applied");
             return Ok(None);
         }

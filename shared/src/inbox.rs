@@ -8,18 +8,26 @@
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+/// Whether an event reached a consumer for the first time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a duplicate must not be applied again"]
+pub enum Recorded {
+    /// First delivery: apply the event, in the same transaction.
+    First,
+    /// Already applied by an earlier delivery: skip it, and commit nothing else.
+    Duplicate,
+}
+
 /// Records that `consumer` processed `event_id`, in the caller's transaction.
 ///
-/// Returns `true` when this is the first time (go on and apply the event) and `false` when
-/// it was already processed (skip it, and commit nothing else). The `on conflict do nothing`
-/// makes two concurrent deliveries safe too: the second waits for the first transaction and
-/// then sees the row.
+/// The `on conflict do nothing` makes two concurrent deliveries safe too: the second waits
+/// for the first transaction and then sees the row, so it is a [`Recorded::Duplicate`].
 pub async fn record(
     tx: &mut PgConnection,
     consumer: &str,
     event_id: Uuid,
     event_type: &str,
-) -> Result<bool, sqlx::Error> {
+) -> Result<Recorded, sqlx::Error> {
     let inserted = sqlx::query(
         "insert into processed_events (consumer, event_id, event_type) values ($1, $2, $3)
          on conflict (consumer, event_id) do nothing",
@@ -30,5 +38,9 @@ pub async fn record(
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    Ok(inserted == 1)
+    Ok(if inserted == 1 {
+        Recorded::First
+    } else {
+        Recorded::Duplicate
+    })
 }

@@ -36,7 +36,9 @@ impl EventHandler for Applier {
             .map_err(|e| HandleError::Permanent(e.to_string()))?;
         let (key, n) = (body["key"].as_str().unwrap_or_default(), body["n"].as_i64());
         let mut tx = self.pool.begin().await?;
-        if shared::inbox::record(&mut tx, "applier", event.id, &event.event_type).await? {
+        if shared::inbox::record(&mut tx, "applier", event.id, &event.event_type).await?
+            == shared::inbox::Recorded::First
+        {
             sqlx::query("insert into effects (key, n, instance) values ($1, $2, $3)")
                 .bind(key)
                 .bind(n)

@@ -159,7 +159,9 @@ impl EventHandler for Handler {
         let outcome = match body.kind {
             Kind::Apply => {
                 let mut tx = self.world.pool.begin().await?;
-                if shared::inbox::record(&mut tx, CONSUMER, event.id, &event.event_type).await? {
+                if shared::inbox::record(&mut tx, CONSUMER, event.id, &event.event_type).await?
+                    == shared::inbox::Recorded::First
+                {
                     sqlx::query("insert into effects (key, n, instance) values ($1, $2, $3)")
                         .bind(i64::from(body.key))
                         .bind(body.n as i64)
