@@ -3,7 +3,7 @@
 use axum::{extract::State, routing::get, Router};
 use serde::Serialize;
 use shared::{
-    health::{self, Check, Documented, HealthReport, Readiness, Unready},
+    health::{self, Check, Documented, HealthReport, Unready},
     http::{Json, Path, Problem},
 };
 use utoipa::OpenApi;
@@ -14,7 +14,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/products", get(list_products))
         .route("/products/{sku}", get(get_product))
-        .merge(health::routes(ready))
+        .merge(health::routes(shared::service::ready))
         .with_state(state)
         .merge(shared::http::openapi_route(ApiDoc::openapi()))
 }
@@ -26,7 +26,7 @@ pub fn router(state: AppState) -> Router {
         title = "inventory-service",
         description = "Owns products, prices and stock; reserves stock for orders from Kafka and answers through its own outbox."
     ),
-    paths(list_products, get_product, ready),
+    paths(list_products, get_product, shared::service::ready),
     components(schemas(Problem, HealthReport, Unready, Check)),
     modifiers(&Documented)
 )]
@@ -62,16 +62,4 @@ pub async fn get_product(
         .await?
         .map(Json)
         .ok_or(ApiError::ProductNotFound(sku))
-}
-
-/// Ready when PostgreSQL answers: the products API needs nothing else; Kafka only informs.
-#[utoipa::path(get, path = "/health/ready", tag = "operations",
-    responses((status = 200, body = HealthReport),
-              (status = 503, body = Unready, content_type = "application/problem+json")))]
-async fn ready(State(state): State<AppState>) -> Readiness {
-    Readiness::new()
-        .require("postgres", health::postgres(&state.pool))
-        .await
-        .inform("kafka", health::kafka(&state.producer))
-        .await
 }

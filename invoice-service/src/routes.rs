@@ -3,7 +3,7 @@
 use axum::{extract::State, routing::get, Router};
 use serde::{Deserialize, Serialize};
 use shared::{
-    health::{self, Check, Documented, HealthReport, Readiness, Unready},
+    health::{self, Check, Checks, Documented, HealthReport, Readiness, Unready},
     http::{Json, Path, Problem, Query},
 };
 use utoipa::OpenApi;
@@ -133,9 +133,9 @@ pub async fn get_invoice(
     responses((status = 200, body = HealthReport),
               (status = 503, body = Unready, content_type = "application/problem+json")))]
 async fn ready(State(state): State<AppState>) -> Readiness {
-    Readiness::new()
+    Checks::new()
         .require("mongodb", health::mongo(&state.db))
-        .await
         .inform("kafka", health::kafka(&state.producer))
+        .run()
         .await
 }

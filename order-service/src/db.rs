@@ -60,7 +60,7 @@ pub async fn insert_order(
     let quantities: Vec<i32> = order
         .items
         .iter()
-        // Quantity::MAX is far below i32::MAX, so this never saturates.
+        // At most 50 merged lines of Quantity::MAX each: far below i32::MAX, never saturates.
         .map(|i| i32::try_from(i.quantity.get()).unwrap_or(i32::MAX))
         .collect();
     sqlx::query(

@@ -148,7 +148,6 @@ impl Config {
             reason,
         })?;
         let d = RelaySettings::default();
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let config = Self {
             http: HttpConfig::from_env(8080)?,
             databases,
@@ -156,18 +155,18 @@ impl Config {
             relay: RelaySettings {
                 batch_size: config::var("RELAY_BATCH_SIZE", d.batch_size)?,
                 pipeline: config::var("RELAY_PIPELINE", d.pipeline)?,
-                poll_interval: config::millis("RELAY_POLL_INTERVAL_MS", ms(d.poll_interval))?,
+                poll_interval: config::millis("RELAY_POLL_INTERVAL_MS", d.poll_interval)?,
                 notify: config::var("RELAY_NOTIFY", d.notify)?,
-                debounce: config::millis("RELAY_DEBOUNCE_MS", ms(d.debounce))?,
-                busy_poll: config::millis("RELAY_BUSY_POLL_MS", ms(d.busy_poll))?,
-                retry_base: config::millis("RELAY_RETRY_BASE_MS", ms(d.retry_base))?,
-                retry_max: config::millis("RELAY_RETRY_MAX_MS", ms(d.retry_max))?,
+                debounce: config::millis("RELAY_DEBOUNCE_MS", d.debounce)?,
+                busy_poll: config::millis("RELAY_BUSY_POLL_MS", d.busy_poll)?,
+                retry_base: config::millis("RELAY_RETRY_BASE_MS", d.retry_base)?,
+                retry_max: config::millis("RELAY_RETRY_MAX_MS", d.retry_max)?,
                 max_attempts: config::var("RELAY_MAX_ATTEMPTS", d.max_attempts)?,
-                lease: config::millis("RELAY_LEASE_MS", ms(d.lease))?,
-                retention: config::millis("RELAY_RETENTION_MS", ms(d.retention))?,
+                lease: config::millis("RELAY_LEASE_MS", d.lease)?,
+                retention: config::millis("RELAY_RETENTION_MS", d.retention)?,
                 retention_interval: config::millis(
                     "RELAY_RETENTION_INTERVAL_MS",
-                    ms(d.retention_interval),
+                    d.retention_interval,
                 )?,
                 retention_batch: config::var("RELAY_RETENTION_BATCH", d.retention_batch)?,
             },

@@ -2,7 +2,7 @@
 
 use axum::{extract::State, Router};
 use shared::{
-    health::{self, Check, Documented, HealthReport, Readiness, Unready},
+    health::{self, Check, Checks, Documented, HealthReport, Readiness, Unready},
     http::Problem,
 };
 use utoipa::{
@@ -50,16 +50,15 @@ impl Modify for BearerAuth {
     responses((status = 200, body = HealthReport),
               (status = 503, body = Unready, content_type = "application/problem+json")))]
 async fn ready(State(state): State<AppState>) -> Readiness {
-    let mut readiness = Readiness::new();
+    let mut checks = Checks::new();
     for relay in state.relays.iter() {
-        readiness = readiness
-            .require(
-                &format!("postgres:{}", relay.name),
-                health::postgres(relay.pool()),
-            )
-            .await;
+        checks = checks.require(
+            &format!("postgres:{}", relay.name),
+            health::postgres(relay.pool()),
+        );
     }
-    readiness
+    checks
         .inform("kafka", health::kafka(&state.publisher.producer().producer))
+        .run()
         .await
 }

@@ -111,13 +111,12 @@ async fn page(State(state): State<AppState>) -> Html<String> {
          Prometheus: <a href=/metrics>/metrics</a>. Errors of parked events: \
          <code>GET /admin/parked</code> (admin token).</p>",
     );
-    if let PublishingState::Paused { since, last_error } = &status.publishing {
+    if let PublishingState::Paused { since, .. } = &status.publishing {
         let _ = write!(
             html,
             "<p class=parked>Broker unavailable since {}: publishing paused, no event spends \
-             attempts; it resumes on its own. Last error: {}</p>",
+             attempts; it resumes on its own. The relay's log has the broker's error.</p>",
             since.format("%H:%M:%S"),
-            escape(last_error)
         );
     }
     for db in &status.databases {

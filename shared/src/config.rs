@@ -52,7 +52,8 @@ pub fn secret(name: &str, default: &str) -> SecretString {
 }
 
 /// A duration given in milliseconds, e.g. `RELAY_POLL_INTERVAL_MS=250`.
-pub fn millis(name: &str, default_ms: u64) -> Result<Duration, ConfigError> {
+pub fn millis(name: &str, default: Duration) -> Result<Duration, ConfigError> {
+    let default_ms = u64::try_from(default.as_millis()).unwrap_or(u64::MAX);
     var(name, default_ms).map(Duration::from_millis)
 }
 
@@ -166,12 +167,11 @@ impl HttpConfig {
 
     pub fn from_env(default_port: u16) -> Result<Self, ConfigError> {
         let d = Self::local(default_port);
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let config = Self {
             bind: var("BIND_ADDRESS", d.bind)?,
             port: var("PORT", d.port)?,
-            header_read_timeout: millis("HTTP_HEADER_READ_TIMEOUT_MS", ms(d.header_read_timeout))?,
-            request_timeout: millis("HTTP_REQUEST_TIMEOUT_MS", ms(d.request_timeout))?,
+            header_read_timeout: millis("HTTP_HEADER_READ_TIMEOUT_MS", d.header_read_timeout)?,
+            request_timeout: millis("HTTP_REQUEST_TIMEOUT_MS", d.request_timeout)?,
             body_limit: var("HTTP_BODY_LIMIT_BYTES", d.body_limit)?,
         };
         for (name, value) in [

@@ -13,10 +13,12 @@
 //! unready); taking order-service out of rotation during a broker outage would turn an outage
 //! the pattern absorbs into one every client sees.
 //!
-//! Every check is bounded by [`CHECK_TIMEOUT`], generous enough that a busy machine does not
-//! fail a check that would have passed, and short enough to answer before a probe gives up.
+//! The checks run side by side, each bounded: a required one by [`CHECK_TIMEOUT`] (generous
+//! for a database on a busy machine), an informing one by [`INFORM_TIMEOUT`] (an unreachable
+//! broker must not make the answer late), so readiness answers within 2 s, before a probe
+//! (Compose's waits 5 s) gives up.
 
-use std::{fmt::Display, future::Future, time::Duration};
+use std::{fmt::Display, future::Future, pin::Pin, time::Duration};
 
 use axum::{
     handler::Handler,
@@ -32,8 +34,10 @@ use utoipa::openapi::OpenApi;
 
 use crate::http::{problem_json, Problem};
 
-/// The longest one check may take before it counts as failed.
-pub const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a required check may take before it counts as failed.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest an informing check may take (its failure changes nothing but the report).
+pub const INFORM_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Check {
@@ -74,55 +78,89 @@ pub struct Alive {
     pub status: &'static str,
 }
 
-/// Builds a readiness answer from the service's checks.
-#[derive(Debug, Default)]
-pub struct Readiness {
-    checks: Vec<Check>,
+/// A check still to run: its name, whether readiness depends on it, and the check itself.
+type Pending<'a> = (
+    String,
+    bool,
+    Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>,
+);
+
+/// Collects the service's checks; [`Checks::run`] runs them side by side.
+#[derive(Default)]
+pub struct Checks<'a> {
+    pending: Vec<Pending<'a>>,
 }
 
-impl Readiness {
+impl<'a> Checks<'a> {
     pub fn new() -> Self {
         Self::default()
     }
 
     /// A dependency the service cannot answer without: readiness fails with it.
-    pub async fn require<E: Display>(
+    pub fn require<E: Display>(
         self,
         name: &str,
-        check: impl Future<Output = Result<(), E>>,
+        check: impl Future<Output = Result<(), E>> + Send + 'a,
     ) -> Self {
-        self.run(name, true, check).await
+        self.add(name, true, check)
     }
 
     /// A dependency reported for the operator's sake; readiness does not depend on it.
-    pub async fn inform<E: Display>(
+    pub fn inform<E: Display>(
         self,
         name: &str,
-        check: impl Future<Output = Result<(), E>>,
+        check: impl Future<Output = Result<(), E>> + Send + 'a,
     ) -> Self {
-        self.run(name, false, check).await
+        self.add(name, false, check)
     }
 
-    async fn run<E: Display>(
+    fn add<E: Display>(
         mut self,
         name: &str,
         required: bool,
-        check: impl Future<Output = Result<(), E>>,
+        check: impl Future<Output = Result<(), E>> + Send + 'a,
     ) -> Self {
-        let error = match tokio::time::timeout(CHECK_TIMEOUT, check).await {
-            Ok(Ok(())) => None,
-            Ok(Err(error)) => Some(error.to_string()),
-            Err(_) => Some(format!("timed out after {CHECK_TIMEOUT:?}")),
-        };
-        self.checks.push(Check {
-            name: name.to_owned(),
-            ok: error.is_none(),
-            error,
-            required,
-        });
+        let check = async move { check.await.map_err(|e| e.to_string()) };
+        self.pending
+            .push((name.to_owned(), required, Box::pin(check)));
         self
     }
 
+    pub async fn run(self) -> Readiness {
+        let checks = self
+            .pending
+            .into_iter()
+            .map(|(name, required, check)| async move {
+                let timeout = if required {
+                    CHECK_TIMEOUT
+                } else {
+                    INFORM_TIMEOUT
+                };
+                let error = match tokio::time::timeout(timeout, check).await {
+                    Ok(Ok(())) => None,
+                    Ok(Err(error)) => Some(error),
+                    Err(_) => Some(format!("timed out after {timeout:?}")),
+                };
+                Check {
+                    name,
+                    ok: error.is_none(),
+                    error,
+                    required,
+                }
+            });
+        Readiness {
+            checks: futures::future::join_all(checks).await,
+        }
+    }
+}
+
+/// The result of a service's checks, answered as its readiness.
+#[derive(Debug)]
+pub struct Readiness {
+    checks: Vec<Check>,
+}
+
+impl Readiness {
     pub fn is_ready(&self) -> bool {
         self.checks.iter().all(|c| c.ok || !c.required)
     }
@@ -232,18 +270,18 @@ mod tests {
 
     #[tokio::test]
     async fn only_a_required_check_makes_the_service_unready() {
-        let informed = Readiness::new()
+        let informed = Checks::new()
             .require("db", passing())
-            .await
             .inform("broker", failing())
+            .run()
             .await;
         assert!(informed.is_ready());
         assert_eq!(informed.into_response().status(), StatusCode::OK);
 
-        let unready = Readiness::new()
+        let unready = Checks::new()
             .require("db", failing())
-            .await
             .inform("broker", passing())
+            .run()
             .await;
         assert!(!unready.is_ready());
         let response = unready.into_response();
@@ -262,12 +300,19 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_check_that_hangs_fails_after_the_timeout() {
-        let readiness = Readiness::new().require("db", hanging()).await;
+    async fn hanging_checks_fail_after_their_timeouts_side_by_side() {
+        let started = tokio::time::Instant::now();
+        let readiness = Checks::new()
+            .require("db", hanging())
+            .inform("broker", hanging())
+            .run()
+            .await;
         assert!(!readiness.is_ready());
-        assert!(readiness.checks[0]
+        assert!(readiness.checks.iter().all(|c| c
             .error
             .as_deref()
-            .is_some_and(|e| e.starts_with("timed out")));
+            .is_some_and(|e| e.starts_with("timed out"))));
+        // Side by side: the answer takes the longest timeout, not their sum.
+        assert_eq!(started.elapsed(), CHECK_TIMEOUT);
     }
 }

@@ -1,19 +1,20 @@
 //! A service process: its HTTP API and its event consumer, side by side until shutdown.
 
-use axum::Router;
+use axum::{extract::State, Router};
 use rdkafka::producer::FutureProducer;
 use sqlx::{migrate::Migrator, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::PostgresServiceConfig,
+    health::{self, Checks, HealthReport, Readiness, Unready},
     http::Server,
     kafka::{self, run_consumer, ConsumerSettings, EventHandler},
     StartupError,
 };
 
-/// Serves `router` and runs the consumer until `shutdown` fires; if the server fails, the
-/// consumer is stopped too, so the process never runs half-alive.
+/// Serves `router` and runs the consumer until `shutdown` fires, then stops both: the server
+/// lets its in-flight requests finish, the consumer its messages in hand.
 pub async fn run<H: EventHandler>(
     server: Server,
     router: Router,
@@ -34,9 +35,23 @@ pub async fn run<H: EventHandler>(
 #[derive(Clone)]
 pub struct PgState {
     pub pool: PgPool,
-    /// Used only by `/health` to check the broker: services never publish on the request
-    /// path, the relay does.
+    /// Used only by the health checks to see the broker: services never publish on the
+    /// request path, the relay does.
     pub producer: FutureProducer,
+}
+
+/// `GET /health/ready` of a PostgreSQL-backed service: ready when PostgreSQL answers. Its API
+/// needs nothing else (order-service takes orders while Kafka is away: the outbox keeps their
+/// events), so the broker only informs.
+#[utoipa::path(get, path = "/health/ready", tag = "operations",
+    responses((status = 200, body = HealthReport),
+              (status = 503, body = Unready, content_type = "application/problem+json")))]
+pub async fn ready(State(state): State<PgState>) -> Readiness {
+    Checks::new()
+        .require("postgres", health::postgres(&state.pool))
+        .inform("kafka", health::kafka(&state.producer))
+        .run()
+        .await
 }
 
 /// A PostgreSQL-backed service, built and ready to run: migrated database, bound server

@@ -45,6 +45,6 @@ fn sources() -> Result<Sources, config::ConfigError> {
         mongodb_uri: config::secret("MONGODB_URI", "mongodb://127.0.0.1:27017"),
         mongodb_database: config::string("MONGODB_DATABASE", "invoices"),
         kafka: KafkaConfig::from_env()?,
-        settle: config::millis("VERIFY_SETTLE_MS", 30_000)?,
+        settle: config::millis("VERIFY_SETTLE_MS", std::time::Duration::from_secs(30))?,
     })
 }

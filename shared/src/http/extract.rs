@@ -119,18 +119,15 @@ where
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let invalid = |detail: String| {
+            Problem::new(StatusCode::BAD_REQUEST, "Invalid query string").detail(detail)
+        };
         if parts.uri.query().is_some_and(has_nul) {
-            return Err(
-                Problem::new(StatusCode::BAD_REQUEST, "Invalid query string")
-                    .detail("a query with a NUL character"),
-            );
+            return Err(invalid("a query with a NUL character".into()));
         }
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Query(value)| Query(value))
-            .map_err(|rejection| {
-                Problem::new(StatusCode::BAD_REQUEST, "Invalid query string")
-                    .detail(rejection.body_text())
-            })
+            .map_err(|rejection| invalid(rejection.body_text()))
     }
 }

@@ -9,8 +9,8 @@
 //! - A request must be answered within the request timeout (408 otherwise), which bounds a
 //!   trickled body too; a body over the limit is answered 413 before it is read.
 //! - Every error answer is a problem ([`super::problem::errors_as_problems`]).
-//! - On shutdown it stops accepting, lets in-flight requests finish and closes idle
-//!   connections.
+//! - On shutdown it stops accepting, lets in-flight requests finish (for at most the request
+//!   timeout and a few seconds) and closes idle connections.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -100,7 +100,18 @@ impl Server {
             });
         }
         drop(self.listener);
-        connections.shutdown().await;
+        // In-flight requests end within the request timeout; an answer a client never reads
+        // could hold its connection for good, so the wait for them is bounded too.
+        let grace = self.config.request_timeout + Duration::from_secs(5);
+        if tokio::time::timeout(grace, connections.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ?grace,
+                "connections still open after the grace period; closing"
+            );
+        }
         Ok(())
     }
 }
