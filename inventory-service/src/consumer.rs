@@ -8,9 +8,8 @@ use shared::{
     events::{
         DomainEvent, OrderConfirmed, OrderPlaced, OrderRejected, StockRejected, StockReserved,
     },
-    inbox,
-    kafka::{EventHandler, HandleError},
-    outbox,
+    handler::{EventHandler, HandleError},
+    inbox, outbox,
 };
 use sqlx::PgPool;
 

@@ -9,7 +9,7 @@
 //! - [`domain`]: the reservation decision, a pure function.
 //! - [`db`]: products, reservations, and the seed catalogue (in the migrations).
 //! - [`consumer`]: the `OrderPlaced` handler; [`routes`]: `GET /products`.
-//! - [`startup`], [`config`], [`error`].
+//! - [`startup`], [`config`], [`error`]; [`state`]: what the handlers share.
 
 pub mod config;
 pub mod consumer;
@@ -18,3 +18,4 @@ pub mod domain;
 pub mod error;
 pub mod routes;
 pub mod startup;
+pub mod state;

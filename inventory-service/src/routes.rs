@@ -8,7 +8,7 @@ use shared::{
 };
 use utoipa::OpenApi;
 
-use crate::{db, domain::Product, error::ApiError, startup::AppState};
+use crate::{db, domain::Product, error::ApiError, state::AppState};
 
 pub fn router(state: AppState) -> Router {
     Router::new()

@@ -9,9 +9,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{config::Config, consumer, db, routes};
 
-/// What request handlers share: the pool, and a producer for `/health`.
-pub type AppState = shared::service::PgState;
-
 pub struct Application(PgService);
 
 impl Application {

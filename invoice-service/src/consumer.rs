@@ -4,7 +4,7 @@ use mongodb::{bson::DateTime, Database};
 use shared::{
     envelope::Envelope,
     events::{DomainEvent, OrderConfirmed, OrderPlaced, OrderRejected},
-    kafka::{EventHandler, HandleError},
+    handler::{EventHandler, HandleError},
 };
 
 use crate::db::{self, Invoice, InvoiceLine};

@@ -8,7 +8,7 @@
 //! # Layout
 //! - [`db`]: the `invoices` collection and its unique index.
 //! - [`consumer`]: the `OrderConfirmed` handler; [`routes`]: `GET /invoices`.
-//! - [`startup`], [`config`], [`error`].
+//! - [`startup`], [`config`], [`error`]; [`state`]: what the handlers share.
 
 pub mod config;
 pub mod consumer;
@@ -16,3 +16,4 @@ pub mod db;
 pub mod error;
 pub mod routes;
 pub mod startup;
+pub mod state;

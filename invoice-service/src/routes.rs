@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::{
     db::{self, Invoice, InvoiceLine},
     error::ApiError,
-    startup::AppState,
+    state::AppState,
 };
 
 pub fn router(state: AppState) -> Router {

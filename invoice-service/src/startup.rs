@@ -1,7 +1,6 @@
 //! Wiring: connect to MongoDB, create the unique index, bind, then serve and consume.
 
 use mongodb::{options::ClientOptions, Client, Database};
-use rdkafka::producer::FutureProducer;
 use secrecy::ExposeSecret;
 use shared::{
     events::ORDER,
@@ -11,14 +10,7 @@ use shared::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::Config, consumer::ConfirmedOrderHandler, db, routes};
-
-#[derive(Clone)]
-pub struct AppState {
-    pub db: Database,
-    /// Used only by `/health` to check the broker.
-    pub producer: FutureProducer,
-}
+use crate::{config::Config, consumer::ConfirmedOrderHandler, db, routes, state::AppState};
 
 pub struct Application {
     server: Server,

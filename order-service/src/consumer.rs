@@ -8,9 +8,8 @@ use chrono::Utc;
 use shared::{
     envelope::Envelope,
     events::{DomainEvent, OrderConfirmed, OrderRejected, StockRejected, StockReserved},
-    inbox,
-    kafka::{EventHandler, HandleError},
-    outbox,
+    handler::{EventHandler, HandleError},
+    inbox, outbox,
 };
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;

@@ -11,7 +11,8 @@
 //! - [`db`]: the SQL, next to nothing else.
 //! - [`routes`]: the HTTP API; [`error`]: how its failures look to a client.
 //! - [`consumer`]: the reaction to `StockReserved` / `StockRejected`.
-//! - [`startup`] and [`config`]: wiring, used by `main.rs` and by the tests.
+//! - [`startup`] and [`config`]: wiring, used by `main.rs` and by the tests; [`state`]: what
+//!   the handlers share.
 
 pub mod config;
 pub mod consumer;
@@ -20,3 +21,4 @@ pub mod domain;
 pub mod error;
 pub mod routes;
 pub mod startup;
+pub mod state;

@@ -24,7 +24,7 @@ use sqlx::PgPool;
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
     Router::new()

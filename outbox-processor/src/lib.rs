@@ -12,9 +12,9 @@
 //! - [`wake`]: when a claim loop claims next: at once, while events flow, or on a NOTIFY.
 //! - [`status`]: the status page a person reads at `/`, and `/status.json`.
 //! - [`admin`]: parked events, retry and skip (bearer token).
-//! - [`routes`]: port 8080 put together, with `/health` (and `/metrics` from `shared`).
+//! - [`routes`]: port 8080 put together, with the health routes (and `/metrics` from `shared`).
 //! - [`verify`]: the whole-system checker behind `outbox-verify` (no event lost, none applied twice).
-//! - [`startup`], [`config`].
+//! - [`startup`], [`config`]; [`state`]: what the handlers share.
 
 pub mod admin;
 pub mod broker;
@@ -23,6 +23,7 @@ pub mod outage;
 pub mod relay;
 pub mod routes;
 pub mod startup;
+pub mod state;
 pub mod status;
 pub mod verify;
 pub mod wake;

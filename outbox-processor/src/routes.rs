@@ -10,7 +10,7 @@ use utoipa::{
     Modify, OpenApi,
 };
 
-use crate::{admin, startup::AppState, status};
+use crate::{admin, state::AppState, status};
 
 pub fn router(state: AppState) -> Router {
     Router::new()

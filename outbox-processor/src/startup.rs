@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use rdkafka::producer::Producer;
-use secrecy::SecretString;
 use shared::{
     http::Server,
     kafka::{self, Publisher},
@@ -13,19 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::Config,
-    outage::Outage,
     relay::{Publishing, Relay},
     routes,
+    state::AppState,
 };
-
-#[derive(Clone)]
-pub struct AppState {
-    pub relays: Arc<Vec<Relay>>,
-    pub publisher: Publisher,
-    /// Whether the broker is away (publishing paused), for the status page.
-    pub outage: Outage,
-    pub admin_token: Option<SecretString>,
-}
 
 pub struct Application {
     server: Server,

@@ -14,7 +14,7 @@ use serde::Serialize;
 use shared::http::{Json, Problem};
 use uuid::Uuid;
 
-use crate::{outage::PublishingState, relay::Stats, startup::AppState};
+use crate::{outage::PublishingState, relay::Stats, state::AppState};
 
 pub fn router(state: AppState) -> Router {
     Router::new()

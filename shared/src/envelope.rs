@@ -9,8 +9,6 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
-use crate::kafka::HandleError;
-
 /// Header names, shared by the relay (writing) and consumers (reading).
 pub mod header {
     pub const ID: &str = "id";
@@ -100,16 +98,22 @@ impl Envelope {
     }
 
     /// Parses the payload as `T`. A payload that does not match its declared type will not
-    /// match on a retry either, so this is a permanent failure (dead letter).
-    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, HandleError> {
+    /// match on a retry either: a handler's `?` turns this into a permanent failure (dead
+    /// letter, see [`crate::handler::HandleError`]).
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, UndecodablePayload> {
         serde_json::from_slice(&self.payload).map_err(|e| {
-            HandleError::Permanent(format!(
+            UndecodablePayload(format!(
                 "payload of {} does not parse: {e}",
                 self.event_type
             ))
         })
     }
 }
+
+/// A payload that does not parse as its event type.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UndecodablePayload(String);
 
 #[cfg(test)]
 mod tests {
@@ -167,6 +171,7 @@ mod tests {
         );
         let e = Envelope::from_message(&m).unwrap();
         let err = e.decode::<crate::events::OrderPlaced>().unwrap_err();
-        assert!(matches!(err, HandleError::Permanent(_)));
+        let err = crate::handler::HandleError::from(err);
+        assert!(matches!(err, crate::handler::HandleError::Permanent(_)));
     }
 }

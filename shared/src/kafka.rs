@@ -4,7 +4,7 @@
 //! one to a task for its partition, so partitions are handled concurrently and every partition
 //! strictly in order. For each message the partition's task:
 //! 1. turns it into an [`Envelope`] — or dead-letters it when it is not an event;
-//! 2. calls the service's [`EventHandler`], which applies the event and records it in the
+//! 2. calls the service's [`EventHandler`] ([`crate::handler`]), which applies the event and records it in the
 //!    inbox in one database transaction;
 //! 3. stores the Kafka offset **only after** the handler's transaction committed; stored
 //!    offsets are committed to the broker every second and when the consumer closes.
@@ -19,7 +19,7 @@
 //! skipped; permanent ones (a payload that will never parse) go to the dead-letter topic
 //! with the reason, so one bad message cannot stop the partition.
 
-use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::{
@@ -41,6 +41,7 @@ use tracing::Instrument;
 use crate::{
     config::{Assignment, KafkaConfig},
     envelope::{header, Envelope},
+    handler::{EventHandler, HandleError},
 };
 
 mod assignment;
@@ -51,43 +52,6 @@ pub use publisher::{breaks_producer, Generation, Publisher};
 /// The consumer every service runs: rebalances are logged, counted and handed over cleanly
 /// (see [`assignment`]).
 type GroupConsumer = StreamConsumer<Rebalances>;
-
-/// How a handler failed, which decides what the loop does with the message.
-#[derive(Debug, thiserror::Error)]
-pub enum HandleError {
-    /// Will fail again on every retry (bad payload, unknown type): dead-letter it.
-    #[error("permanent: {0}")]
-    Permanent(String),
-    /// May work later (database or network down): retry the same message with backoff.
-    #[error("transient: {0}")]
-    Transient(#[source] Box<dyn std::error::Error + Send + Sync>),
-}
-
-impl From<sqlx::Error> for HandleError {
-    fn from(e: sqlx::Error) -> Self {
-        // A violated constraint (SQLSTATE class 23) means this event conflicts with the data,
-        // and retrying would block the partition forever; everything else is worth a retry.
-        match &e {
-            sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("23")) => {
-                HandleError::Permanent(format!("constraint violated: {db}"))
-            }
-            _ => HandleError::Transient(Box::new(e)),
-        }
-    }
-}
-
-impl From<mongodb::error::Error> for HandleError {
-    fn from(e: mongodb::error::Error) -> Self {
-        HandleError::Transient(Box::new(e))
-    }
-}
-
-/// A service's business reaction to events. Implementations apply the event and record it in
-/// the inbox in one transaction, so calling `handle` twice with one event changes nothing the
-/// second time.
-pub trait EventHandler: Send + Sync + 'static {
-    fn handle(&self, event: &Envelope) -> impl Future<Output = Result<(), HandleError>> + Send;
-}
 
 /// Producer settings for publishing events: nothing lost, nothing reordered.
 pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {

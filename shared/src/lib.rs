@@ -15,6 +15,7 @@
 //!   that hands each message to a handler, commits offsets only after it succeeded, and
 //!   dead-letters what can never succeed.
 //! - [`envelope`]: what a consumer gets out of a Kafka message: event id, type, payload.
+//! - [`handler`]: what a service implements to react to events, and how it fails.
 //! - [`inbox`]: "record or skip" in the caller's transaction (the consuming side).
 //! - [`db`]: connection pool and migrations (the outbox and inbox tables live here, once).
 //! - [`trace`]: the W3C `traceparent` that follows an order through every service.
@@ -25,6 +26,7 @@ pub mod config;
 pub mod db;
 pub mod envelope;
 pub mod events;
+pub mod handler;
 pub mod health;
 pub mod http;
 pub mod inbox;

@@ -7,9 +7,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::PostgresServiceConfig,
+    handler::EventHandler,
     health::{self, Checks, HealthReport, Readiness, Unready},
     http::Server,
-    kafka::{self, run_consumer, ConsumerSettings, EventHandler},
+    kafka::{self, run_consumer, ConsumerSettings},
     StartupError,
 };
 

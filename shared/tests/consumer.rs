@@ -15,7 +15,8 @@ use serde_json::json;
 use shared::{
     config::{Assignment, KafkaConfig},
     envelope::Envelope,
-    kafka::{run_consumer, ConsumerSettings, EventHandler, HandleError},
+    handler::{EventHandler, HandleError},
+    kafka::{run_consumer, ConsumerSettings},
     testing,
 };
 use tokio_util::sync::CancellationToken;

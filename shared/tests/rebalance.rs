@@ -13,7 +13,8 @@ use rdkafka::producer::FutureRecord;
 use serde_json::json;
 use shared::{
     envelope::{Envelope, EventHeaders},
-    kafka::{run_consumer, ConsumerSettings, EventHandler, HandleError},
+    handler::{EventHandler, HandleError},
+    kafka::{run_consumer, ConsumerSettings},
     testing::{self, Handling},
 };
 use sqlx::PgPool;

@@ -67,7 +67,8 @@ use serde::{Deserialize, Serialize};
 use shared::{
     config::KafkaConfig,
     envelope::{Envelope, EventHeaders},
-    kafka::{run_consumer, ConsumerSettings, EventHandler, HandleError},
+    handler::{EventHandler, HandleError},
+    kafka::{run_consumer, ConsumerSettings},
     testing::{self, Handling},
 };
 use sqlx::PgPool;

@@ -10,7 +10,7 @@ use shared::{
 };
 use utoipa::OpenApi;
 
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
     Router::new()

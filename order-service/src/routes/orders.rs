@@ -22,7 +22,7 @@ use crate::{
     db,
     domain::{CreateOrderRequest, IdempotencyKey, NewOrder, Order},
     error::ApiError,
-    startup::AppState,
+    state::AppState,
 };
 
 pub fn router() -> Router<AppState> {

@@ -1,0 +1,18 @@
+//! What the HTTP handlers (status page, admin API, health) share, apart from the wiring that
+//! builds it (`startup`), so that the routes and the wiring do not import each other.
+
+use std::sync::Arc;
+
+use secrecy::SecretString;
+use shared::kafka::Publisher;
+
+use crate::{outage::Outage, relay::Relay};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub relays: Arc<Vec<Relay>>,
+    pub publisher: Publisher,
+    /// Whether the broker is away (publishing paused), for the status page.
+    pub outage: Outage,
+    pub admin_token: Option<SecretString>,
+}
