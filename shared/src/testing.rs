@@ -245,6 +245,45 @@ pub async fn get_json(client: &reqwest::Client, url: String) -> serde_json::Valu
         .unwrap_or_else(|e| panic!("GET {url}: body is not JSON: {e}"))
 }
 
+/// What a test reads off an HTTP answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    /// Empty when the answer has none.
+    pub content_type: String,
+    pub allow: Option<String>,
+    /// `null` when the body is not JSON.
+    pub body: serde_json::Value,
+}
+
+impl Answer {
+    /// Whether this is a problem+json answer with `status`, in its header and its body.
+    pub fn is_problem(&self, status: u16) -> bool {
+        self.status == status
+            && self.content_type == "application/problem+json"
+            && self.body["status"] == status
+    }
+}
+
+/// Sends `request` and reads its answer, whatever the status.
+pub async fn answer(request: reqwest::RequestBuilder) -> Answer {
+    let response = request.send().await.expect("request sent");
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (content_type, allow) = (header("content-type").unwrap_or_default(), header("allow"));
+    Answer {
+        status: response.status().as_u16(),
+        content_type,
+        allow,
+        body: response.json().await.unwrap_or_default(),
+    }
+}
+
 /// Publishes `event` with id `id` the way the relay would (key = aggregate id).
 pub async fn publish_event<E: crate::events::DomainEvent>(
     kafka: &KafkaConfig,

@@ -484,19 +484,13 @@ async fn round(seed: u64, churning: Duration, owned: &assignments::Owned) -> Cou
             .fetch_one(&pool)
             .await
             .unwrap();
-        let copies = testing::read_topic(
-            &kafka,
-            &dead_letter_topic,
-            usize::MAX,
-            Duration::from_secs(1),
-        )
-        .await;
-        let arrived: HashSet<String> = copies.iter().map(dead_letter_identity).collect();
+        let (copies, arrived) =
+            dead_letters(&kafka, &dead_letter_topic, Duration::from_secs(1)).await;
         if applied as usize >= to_apply && produced.dead_letters.is_subset(&arrived) {
-            break Some((applied, copies.len()));
+            break Some((applied, copies));
         }
-        if (applied, copies.len()) != progress {
-            (progress, progressed) = ((applied, copies.len()), Instant::now());
+        if (applied, copies) != progress {
+            (progress, progressed) = ((applied, copies), Instant::now());
         } else if progressed.elapsed() > STALL_BOUND {
             break None;
         }
@@ -506,14 +500,7 @@ async fn round(seed: u64, churning: Duration, owned: &assignments::Owned) -> Cou
     }
 
     check_no_overlap(&world.log.lock().unwrap(), seed);
-    let copies = testing::read_topic(
-        &kafka,
-        &dead_letter_topic,
-        usize::MAX,
-        Duration::from_secs(2),
-    )
-    .await;
-    let arrived: HashSet<String> = copies.iter().map(dead_letter_identity).collect();
+    let (_, arrived) = dead_letters(&kafka, &dead_letter_topic, Duration::from_secs(2)).await;
     let lost: Vec<&String> = produced.dead_letters.difference(&arrived).collect();
     assert!(
         lost.is_empty(),
@@ -688,6 +675,18 @@ async fn produce(
 
 fn not_an_event(body: &Body) -> String {
     format!("not an event: key {} n {}", body.key, body.n)
+}
+
+/// The dead-letter topic so far, waiting `wait` for more: how many copies, and which messages
+/// they are copies of (by [`dead_letter_identity`]).
+async fn dead_letters(
+    kafka: &KafkaConfig,
+    topic: &str,
+    wait: Duration,
+) -> (usize, HashSet<String>) {
+    let copies = testing::read_topic(kafka, topic, usize::MAX, wait).await;
+    let arrived = copies.iter().map(dead_letter_identity).collect();
+    (copies.len(), arrived)
 }
 
 /// How a dead-letter copy is recognised: an event by its id, anything else by its payload.

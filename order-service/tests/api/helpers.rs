@@ -37,15 +37,19 @@ pub async fn spawn_app_with(config: shared::config::PostgresServiceConfig) -> Te
 }
 
 impl TestApp {
+    /// `POST /orders` with `body`, not sent yet.
+    pub fn order_request(&self, body: &Value) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}/orders", self.address))
+            .json(body)
+    }
+
     pub async fn post_order(
         &self,
         body: &Value,
         idempotency_key: Option<&str>,
     ) -> reqwest::Response {
-        let mut request = self
-            .http
-            .post(format!("{}/orders", self.address))
-            .json(body);
+        let mut request = self.order_request(body);
         if let Some(key) = idempotency_key {
             request = request.header("Idempotency-Key", key);
         }

@@ -1,25 +1,10 @@
 //! What careless and hostile clients get: a problem for every error, limits checked before
 //! any work that grows with the request, and health that tells liveness from readiness.
 
-use serde_json::{json, Value};
-use shared::testing;
+use serde_json::json;
+use shared::testing::{self, answer};
 
 use crate::helpers::{spawn_app, spawn_app_with, valid_order, TestApp};
-
-/// Status, content type, `Allow` and body of a response.
-async fn answer(response: reqwest::Response) -> (u16, String, Option<String>, Value) {
-    let status = response.status().as_u16();
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let (content_type, allow) = (header("content-type").unwrap_or_default(), header("allow"));
-    let body = response.json().await.unwrap_or_default();
-    (status, content_type, allow, body)
-}
 
 async fn nothing_written(app: &TestApp) {
     assert_eq!(app.count("select count(*) from orders").await, 0);
@@ -35,9 +20,8 @@ async fn an_order_sent_as_a_json_array_is_refused() {
         json!("cust-42"),
         json!(42),
     ] {
-        let (status, content_type, _, problem) = answer(app.post_order(&body, None).await).await;
-        assert_eq!(status, 422, "{body}: {problem}");
-        assert_eq!(content_type, "application/problem+json");
+        let answer = answer(app.order_request(&body)).await;
+        assert!(answer.is_problem(422), "{body}: {answer:?}");
     }
     nothing_written(&app).await;
 }
@@ -47,12 +31,8 @@ async fn a_body_over_the_limit_is_a_413_problem() {
     let app = spawn_app().await;
     let mut order = valid_order();
     order["padding"] = json!("x".repeat(shared::config::HttpConfig::DEFAULT_BODY_LIMIT));
-    let (status, content_type, _, problem) = answer(app.post_order(&order, None).await).await;
-    assert_eq!(
-        (status, content_type.as_str()),
-        (413, "application/problem+json")
-    );
-    assert_eq!(problem["status"], 413);
+    let answer = answer(app.order_request(&order)).await;
+    assert!(answer.is_problem(413), "{answer:?}");
     nothing_written(&app).await;
 }
 
@@ -70,10 +50,10 @@ async fn too_many_lines_are_refused_with_one_error_whatever_the_lines_hold() {
             .collect(),
     ] {
         let body = json!({"customer_id": "cust-42", "items": lines});
-        let (status, _, _, problem) = answer(app.post_order(&body, None).await).await;
-        assert_eq!(status, 422, "{problem}");
+        let answer = answer(app.order_request(&body)).await;
+        assert!(answer.is_problem(422), "{answer:?}");
         assert_eq!(
-            problem["errors"],
+            answer.body["errors"],
             json!([{"field": "items", "message": "must hold 1 to 50 lines"}])
         );
     }
@@ -84,62 +64,25 @@ async fn too_many_lines_are_refused_with_one_error_whatever_the_lines_hold() {
 async fn framework_errors_are_problems_too() {
     let app = spawn_app().await;
     let base = &app.address;
-    let (status, content_type, allow, problem) = answer(
-        app.http
-            .delete(format!("{base}/orders"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(
-        (status, content_type.as_str()),
-        (405, "application/problem+json")
-    );
-    assert_eq!(allow.as_deref(), Some("GET,HEAD,POST"));
-    assert_eq!(problem["status"], 405);
+    let not_allowed = answer(app.http.delete(format!("{base}/orders"))).await;
+    assert!(not_allowed.is_problem(405), "{not_allowed:?}");
+    assert_eq!(not_allowed.allow.as_deref(), Some("GET,HEAD,POST"));
 
-    let (status, content_type, _, _) = answer(
-        app.http
-            .get(format!("{base}/nowhere"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(
-        (status, content_type.as_str()),
-        (404, "application/problem+json")
-    );
+    let no_route = answer(app.http.get(format!("{base}/nowhere"))).await;
+    assert!(no_route.is_problem(404), "{no_route:?}");
 
-    let (status, content_type, _, _) = answer(
+    let not_json = answer(
         app.http
             .post(format!("{base}/orders"))
             .header("content-type", "text/plain")
-            .body(valid_order().to_string())
-            .send()
-            .await
-            .unwrap(),
+            .body(valid_order().to_string()),
     )
     .await;
-    assert_eq!(
-        (status, content_type.as_str()),
-        (415, "application/problem+json")
-    );
+    assert!(not_json.is_problem(415), "{not_json:?}");
 
     // A NUL character cannot name an order (and PostgreSQL would refuse it).
-    let (status, content_type, _, _) = answer(
-        app.http
-            .get(format!("{base}/orders/%00"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(
-        (status, content_type.as_str()),
-        (404, "application/problem+json")
-    );
+    let nul = answer(app.http.get(format!("{base}/orders/%00"))).await;
+    assert!(nul.is_problem(404), "{nul:?}");
     nothing_written(&app).await;
 }
 
@@ -150,20 +93,15 @@ async fn orders_are_taken_and_the_service_is_ready_while_the_broker_is_away() {
     let app = spawn_app_with(config).await;
     let base = &app.address;
 
-    let (status, _, _, live) = answer(
-        app.http
-            .get(format!("{base}/health/live"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!((status, live["status"].as_str()), (200, Some("ok")));
+    let live = answer(app.http.get(format!("{base}/health/live"))).await;
+    assert_eq!(
+        (live.status, live.body["status"].as_str()),
+        (200, Some("ok"))
+    );
     for path in ["/health/ready", "/health"] {
-        let (status, _, _, report) =
-            answer(app.http.get(format!("{base}{path}")).send().await.unwrap()).await;
-        assert_eq!(status, 200, "{path}: {report}");
-        let checks = report["checks"].as_array().unwrap();
+        let report = answer(app.http.get(format!("{base}{path}"))).await;
+        assert_eq!(report.status, 200, "{path}: {report:?}");
+        let checks = report.body["checks"].as_array().unwrap();
         let kafka = checks.iter().find(|c| c["name"] == "kafka").unwrap();
         assert_eq!(
             (kafka["ok"].as_bool(), kafka["required"].as_bool()),

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shared::{
     events::DomainEvent,
-    testing::{self, Spawned},
+    testing::{self, answer, Spawned},
 };
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -461,87 +461,52 @@ async fn a_commit_wakes_the_relay_without_waiting_for_the_poll() {
 async fn hostile_admin_requests_get_problems_not_server_errors() {
     let admin = spawn_relay().await;
     let base = &admin.service.address;
-    let send = |request: reqwest::RequestBuilder| async move {
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        let allow = response
-            .headers()
-            .get("allow")
-            .map(|v| v.to_str().unwrap().to_owned());
-        let content_type = response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .to_owned();
-        let body: Value = response.json().await.unwrap_or_default();
-        (status, content_type, allow, body)
-    };
+    let http = &admin.http;
 
     // A NUL character (PostgreSQL refuses it in text) names nothing: 404, not 500.
-    let (status, content_type, _, body) = send(
-        admin
-            .http
-            .post(format!("{base}/admin/aggregates/orders/order/%00/retry"))
+    let nul_path = answer(
+        http.post(format!("{base}/admin/aggregates/orders/order/%00/retry"))
             .bearer_auth(TOKEN),
     )
     .await;
-    assert_eq!(
-        (status, content_type.as_str()),
-        (404, "application/problem+json")
-    );
-    assert_eq!(body["status"], 404);
-    let (status, content_type, _, _) = send(
-        admin
-            .http
-            .get(format!("{base}/admin/parked?error=%00"))
+    assert!(nul_path.is_problem(404), "{nul_path:?}");
+    let nul_query = answer(
+        http.get(format!("{base}/admin/parked?error=%00"))
             .bearer_auth(TOKEN),
     )
     .await;
-    assert_eq!(
-        (status, content_type.as_str()),
-        (400, "application/problem+json")
-    );
+    assert!(nul_query.is_problem(400), "{nul_query:?}");
 
     // A database that does not exist is a 404, as on every other admin route.
-    let (status, _, _, body) = send(
-        admin
-            .http
-            .get(format!("{base}/admin/parked?database=nosuch"))
+    let nosuch = answer(
+        http.get(format!("{base}/admin/parked?database=nosuch"))
             .bearer_auth(TOKEN),
     )
     .await;
-    assert_eq!(status, 404, "{body}");
+    assert_eq!(nosuch.status, 404, "{nosuch:?}");
 
     // The scheme's name is case-insensitive (RFC 9110); the token is not.
     for scheme in ["bearer", "BEARER", "Bearer"] {
-        let (status, _, _, body) = send(
-            admin
-                .http
-                .get(format!("{base}/admin/parked"))
+        let listed = answer(
+            http.get(format!("{base}/admin/parked"))
                 .header("authorization", format!("{scheme} {TOKEN}")),
         )
         .await;
-        assert_eq!(status, 200, "{scheme}: {body}");
+        assert_eq!(listed.status, 200, "{scheme}: {listed:?}");
     }
-    let (status, _, _, _) = send(
-        admin
-            .http
-            .get(format!("{base}/admin/parked"))
+    let wrong_case = answer(
+        http.get(format!("{base}/admin/parked"))
             .header("authorization", format!("Bearer {}", TOKEN.to_uppercase())),
     )
     .await;
-    assert_eq!(status, 401);
+    assert_eq!(wrong_case.status, 401);
 
     // A method the route does not take: 405 problem, with the methods it does take.
-    let (status, content_type, allow, _) = send(
-        admin
-            .http
-            .delete(format!("{base}/admin/parked"))
+    let not_allowed = answer(
+        http.delete(format!("{base}/admin/parked"))
             .bearer_auth(TOKEN),
     )
     .await;
-    assert_eq!(
-        (status, content_type.as_str()),
-        (405, "application/problem+json")
-    );
-    assert_eq!(allow.as_deref(), Some("GET,HEAD"));
+    assert!(not_allowed.is_problem(405), "{not_allowed:?}");
+    assert_eq!(not_allowed.allow.as_deref(), Some("GET,HEAD"));
 }
