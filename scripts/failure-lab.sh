@@ -7,7 +7,7 @@
 # and topic and fails on a lost event, an event applied twice, or broken per-order ordering.
 
 LAB_DIR="$STACK_DIR/lab"
-LAB_SCENARIOS=(broker freeze relay consumers scale-out database)
+LAB_SCENARIOS=(broker freeze relay embedded-relay consumers scale-out database)
 
 lab_header() { printf '\n==> failure lab: %s\n' "$*"; }
 
@@ -162,6 +162,34 @@ lab_relay() {
   verifier
 }
 
+# 2b. The same with the relay embedded in order-service (RELAY_EMBEDDED=true): SIGKILL of the
+#     process that takes the orders *and* publishes them, at random moments while orders
+#     stream in. Then back to the standalone relay.
+relay_mode() { # true|false: restart order-service and the relay in that mode
+  RELAY_EMBEDDED=$1
+  stop_component order-service
+  stop_component outbox-processor
+  start_service order-service
+  start_service outbox-processor
+}
+
+lab_embedded_relay() {
+  lab_header "order-service with the relay embedded crashes"
+  relay_mode true
+  load_start 60 0.03
+  local i
+  for i in 1 2 3 4 5; do
+    rand_sleep 9
+    crash order-service
+    rand_sleep 5
+    revive order-service
+  done
+  load_wait
+  load_summary
+  verifier
+  relay_mode false
+}
+
 # 3. Consumers are SIGKILLed at random moments: before their database commit (the event is
 #    redelivered and applied then) or after it but before the offset commit (redelivered and
 #    skipped by the inbox).
@@ -263,6 +291,7 @@ cmd_lab() {
     case "$s" in
       broker | freeze | relay | consumers | database) "lab_$s" ;;
       scale-out) lab_scale_out ;;
+      embedded-relay) lab_embedded_relay ;;
       *) die "unknown scenario: $s (one of: ${LAB_SCENARIOS[*]})" ;;
     esac
   done

@@ -1,6 +1,6 @@
 //! inventory-service settings, from the environment (`PORT`, `DATABASE_URL`, `KAFKA_BROKERS`, …).
 
-use shared::config::{ConfigError, PostgresServiceConfig};
+use service_kit::config::{ConfigError, PostgresServiceConfig};
 
 pub type Config = PostgresServiceConfig;
 

@@ -3,13 +3,13 @@
 //! One transaction holds the inbox record, the stock change and the outbox row, so a crash at
 //! any point leaves either all of them or none, and a redelivered `OrderPlaced` is a no-op.
 
-use shared::{
+use contracts::{
+    DomainEvent, OrderConfirmed, OrderPlaced, OrderRejected, StockRejected, StockReserved,
+};
+use outbox::{
     envelope::Envelope,
-    events::{
-        DomainEvent, OrderConfirmed, OrderPlaced, OrderRejected, StockRejected, StockReserved,
-    },
     handler::{EventHandler, HandleError},
-    inbox, outbox,
+    inbox,
 };
 use sqlx::PgPool;
 
@@ -62,7 +62,7 @@ impl OrderHandler {
                     currency,
                     lines,
                 };
-                outbox::write(&mut tx, &event, traceparent).await?;
+                outbox::write_in_tx(&mut tx, &event, traceparent).await?;
                 tracing::info!(order_id = %order.order_id, "stock reserved");
             }
             Decision::Reject(reason) => {
@@ -71,7 +71,7 @@ impl OrderHandler {
                     order_id: order.order_id,
                     reason,
                 };
-                outbox::write(&mut tx, &event, traceparent).await?;
+                outbox::write_in_tx(&mut tx, &event, traceparent).await?;
             }
         }
         outbox::commit(tx, &self.pool).await?;

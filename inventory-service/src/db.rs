@@ -1,6 +1,6 @@
 //! The inventory database: products, their stock, and the reservations made for orders.
 
-use shared::events::ReservedLine;
+use contracts::ReservedLine;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 

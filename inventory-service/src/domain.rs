@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use contracts::{OrderLine, RejectionCode, RejectionReason, ReservedLine};
 use serde::Serialize;
-use shared::events::{OrderLine, RejectionCode, RejectionReason, ReservedLine};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[schema(example = json!({

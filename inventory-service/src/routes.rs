@@ -2,7 +2,7 @@
 
 use axum::{extract::State, routing::get, Router};
 use serde::Serialize;
-use shared::{
+use service_kit::{
     health::{self, Check, Documented, HealthReport, Unready},
     http::{Json, Path, Problem},
 };
@@ -14,9 +14,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/products", get(list_products))
         .route("/products/{sku}", get(get_product))
-        .merge(health::routes(shared::service::ready))
+        .merge(health::routes(service_kit::service::ready))
         .with_state(state)
-        .merge(shared::http::openapi_route(ApiDoc::openapi()))
+        .merge(service_kit::http::openapi_route(ApiDoc::openapi()))
 }
 
 /// The OpenAPI description served at `/openapi.json`.
@@ -26,7 +26,7 @@ pub fn router(state: AppState) -> Router {
         title = "inventory-service",
         description = "Owns products, prices and stock; reserves stock for orders from Kafka and answers through its own outbox."
     ),
-    paths(list_products, get_product, shared::service::ready),
+    paths(list_products, get_product, service_kit::service::ready),
     components(schemas(Problem, HealthReport, Unready, Check)),
     modifiers(&Documented)
 )]

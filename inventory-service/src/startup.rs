@@ -3,7 +3,8 @@
 //! `build` binds the listener itself (port 0 in tests) so a test can learn the port before
 //! the app runs, and `run` takes the shutdown token, so tests stop the app when they choose.
 
-use shared::{events::ORDER, service::PgService, StartupError};
+use contracts::ORDER;
+use service_kit::{service::PgService, StartupError};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 

@@ -1,10 +1,11 @@
 //! invoice-service's worker: one invoice per `OrderConfirmed`, however often it arrives.
 
+use contracts::{DomainEvent, OrderConfirmed, OrderPlaced, OrderRejected};
 use mongodb::{bson::DateTime, Database};
-use shared::{
+use outbox::{
     envelope::Envelope,
-    events::{DomainEvent, OrderConfirmed, OrderPlaced, OrderRejected},
     handler::{EventHandler, HandleError},
+    inbox::Recorded,
 };
 
 use crate::db::{self, Invoice, InvoiceLine};
@@ -52,11 +53,17 @@ impl ConfirmedOrderHandler {
             issued_at: DateTime::now(),
             event_id: envelope.id.to_string(),
         };
-        if db::insert(&self.db, &invoice).await? {
-            metrics::counter!("invoices_issued_total").increment(1);
-            tracing::info!(order_id = %invoice.order_id, total_cents = invoice.total_cents, "invoice issued");
-        } else {
-            tracing::info!(order_id = %invoice.order_id, "duplicate delivery; invoice already exists");
+        let stored = db::insert(&self.db, &invoice)
+            .await
+            .map_err(HandleError::transient)?;
+        match stored {
+            Recorded::First => {
+                metrics::counter!("invoices_issued_total").increment(1);
+                tracing::info!(order_id = %invoice.order_id, total_cents = invoice.total_cents, "invoice issued");
+            }
+            Recorded::Duplicate => {
+                tracing::info!(order_id = %invoice.order_id, "duplicate delivery; invoice already exists");
+            }
         }
         Ok(())
     }

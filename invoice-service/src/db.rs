@@ -7,6 +7,7 @@ use mongodb::{
     options::IndexOptions,
     Collection, Database, IndexModel,
 };
+use outbox::inbox::Recorded;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -48,11 +49,12 @@ pub async fn ensure_indexes(db: &Database) -> Result<(), mongodb::error::Error> 
     invoices(db).create_index(index).await.map(|_| ())
 }
 
-/// Inserts the invoice; `Ok(false)` when this order already has one.
-pub async fn insert(db: &Database, invoice: &Invoice) -> Result<bool, mongodb::error::Error> {
+/// Inserts the invoice, unless this order already has one. The unique index on `order_id` is
+/// this service's inbox: it answers like [`outbox::inbox::record`] does.
+pub async fn insert(db: &Database, invoice: &Invoice) -> Result<Recorded, mongodb::error::Error> {
     match invoices(db).insert_one(invoice).await {
-        Ok(_) => Ok(true),
-        Err(e) if is_duplicate_key(&e) => Ok(false),
+        Ok(_) => Ok(Recorded::First),
+        Err(e) if is_duplicate_key(&e) => Ok(Recorded::Duplicate),
         Err(e) => Err(e),
     }
 }
@@ -78,4 +80,18 @@ pub async fn list(db: &Database, limit: i64) -> Result<Vec<Invoice>, mongodb::er
         .await?
         .try_collect()
         .await
+}
+
+/// The readiness check: MongoDB answers a ping.
+pub async fn ping(db: &Database) -> Result<(), mongodb::error::Error> {
+    let ping = || db.run_command(mongodb::bson::doc! { "ping": 1 });
+    match ping().await {
+        // A pooled connection the server has closed fails once ("broken pipe"), and the driver
+        // drops it; that is no outage (the fuzzer caught /health flapping on it), so a network
+        // error gets one more try, on a fresh connection.
+        Err(error) if matches!(*error.kind, mongodb::error::ErrorKind::Io(_)) => {
+            ping().await.map(|_| ())
+        }
+        other => other.map(|_| ()),
+    }
 }

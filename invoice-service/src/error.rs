@@ -1,7 +1,7 @@
 //! Every way an invoice-service request can fail, as problem+json.
 
 use axum::response::{IntoResponse, Response};
-use shared::http::Problem;
+use service_kit::http::Problem;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

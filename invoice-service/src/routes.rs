@@ -2,7 +2,7 @@
 
 use axum::{extract::State, routing::get, Router};
 use serde::{Deserialize, Serialize};
-use shared::{
+use service_kit::{
     health::{self, Check, Checks, Documented, HealthReport, Readiness, Unready},
     http::{Json, Path, Problem, Query},
 };
@@ -21,7 +21,7 @@ pub fn router(state: AppState) -> Router {
         .route("/invoices/{order_id}", get(get_invoice))
         .merge(health::routes(ready))
         .with_state(state)
-        .merge(shared::http::openapi_route(ApiDoc::openapi()))
+        .merge(service_kit::http::openapi_route(ApiDoc::openapi()))
 }
 
 /// The OpenAPI description served at `/openapi.json`.
@@ -134,7 +134,7 @@ pub async fn get_invoice(
               (status = 503, body = Unready, content_type = "application/problem+json")))]
 async fn ready(State(state): State<AppState>) -> Readiness {
     Checks::new()
-        .require("mongodb", health::mongo(&state.db))
+        .require("mongodb", db::ping(&state.db))
         .inform("kafka", health::kafka(&state.producer))
         .run()
         .await

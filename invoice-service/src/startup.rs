@@ -1,13 +1,10 @@
 //! Wiring: connect to MongoDB, create the unique index, bind, then serve and consume.
 
+use contracts::ORDER;
 use mongodb::{options::ClientOptions, Client, Database};
+use outbox::kafka::{self, ConsumerSettings};
 use secrecy::ExposeSecret;
-use shared::{
-    events::ORDER,
-    http::Server,
-    kafka::{self, ConsumerSettings},
-    StartupError,
-};
+use service_kit::{http::Server, StartupError};
 use tokio_util::sync::CancellationToken;
 
 use crate::{config::Config, consumer::ConfirmedOrderHandler, db, routes, state::AppState};
@@ -20,11 +17,16 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
-        let mut options = ClientOptions::parse(config.mongodb_uri.expose_secret()).await?;
+        let mongo = |e| StartupError::store("mongodb", e);
+        let mut options = ClientOptions::parse(config.mongodb_uri.expose_secret())
+            .await
+            .map_err(mongo)?;
         options.app_name = Some("invoice-service".to_owned());
         options.server_selection_timeout = Some(std::time::Duration::from_secs(5));
-        let db = Client::with_options(options)?.database(&config.mongodb_database);
-        db::ensure_indexes(&db).await?;
+        let db = Client::with_options(options)
+            .map_err(mongo)?
+            .database(&config.mongodb_database);
+        db::ensure_indexes(&db).await.map_err(mongo)?;
         let producer = kafka::producer(&config.kafka)?;
         let server = Server::bind(&config.http).await?;
         let consumer = ConsumerSettings {
@@ -53,6 +55,6 @@ impl Application {
             db: self.state.db.clone(),
         };
         let router = routes::router(self.state);
-        shared::service::run(self.server, router, self.consumer, handler, shutdown).await
+        service_kit::service::run(self.server, router, self.consumer, handler, shutdown).await
     }
 }

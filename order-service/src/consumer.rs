@@ -5,11 +5,11 @@
 //! `OrderRejected`) to the outbox. A redelivered event finds its inbox row and changes nothing.
 
 use chrono::Utc;
-use shared::{
+use contracts::{DomainEvent, OrderConfirmed, OrderRejected, StockRejected, StockReserved};
+use outbox::{
     envelope::Envelope,
-    events::{DomainEvent, OrderConfirmed, OrderRejected, StockRejected, StockReserved},
     handler::{EventHandler, HandleError},
-    inbox, outbox,
+    inbox,
 };
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
@@ -83,7 +83,7 @@ impl ReservationHandler {
             total_cents,
             confirmed_at: Utc::now(),
         };
-        outbox::write(&mut tx, &confirmed, envelope.traceparent.as_deref()).await?;
+        outbox::write_in_tx(&mut tx, &confirmed, envelope.traceparent.as_deref()).await?;
         outbox::commit(tx, &self.pool).await?;
         tracing::info!(order_id = %order.id, total_cents, "order confirmed");
         Ok(())
@@ -103,7 +103,7 @@ impl ReservationHandler {
             customer_id: order.customer_id,
             reason: event.reason,
         };
-        outbox::write(&mut tx, &rejected, envelope.traceparent.as_deref()).await?;
+        outbox::write_in_tx(&mut tx, &rejected, envelope.traceparent.as_deref()).await?;
         outbox::commit(tx, &self.pool).await?;
         tracing::info!(order_id = %order.id, reason = %rejected.reason.message, "order rejected");
         Ok(())

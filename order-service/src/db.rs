@@ -4,7 +4,7 @@
 //! the caller decides what commits together (the order and its outbox row, always).
 
 use chrono::{DateTime, Utc};
-use shared::events::{PricedLine, RejectionReason};
+use contracts::{PricedLine, RejectionReason};
 use sqlx::{types::Json, PgConnection, PgPool};
 use uuid::Uuid;
 

@@ -4,7 +4,7 @@ use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
 };
-use shared::http::{FieldError, Problem};
+use service_kit::http::{FieldError, Problem};
 use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]

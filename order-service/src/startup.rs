@@ -1,34 +1,73 @@
-//! Wiring: connect, migrate, bind, then serve HTTP and run the worker until shutdown.
+//! Wiring: connect, migrate, bind, then serve HTTP and run the worker (and, when embedded,
+//! the relay) until shutdown.
 //!
 //! `build` binds the listener itself (port 0 in tests) so a test can learn the port before
 //! the app runs, and `run` takes the shutdown token, so tests stop the app when they choose.
 
-use shared::{events::RESERVATION, service::PgService, StartupError};
+use contracts::RESERVATION;
+use service_kit::{service::PgService, StartupError};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::Config, consumer, db, routes};
+use crate::{
+    config::{Config, RelayMode},
+    consumer, db,
+    relay::EmbeddedRelay,
+    routes,
+};
 
-pub struct Application(PgService);
+pub struct Application {
+    service: PgService,
+    relay: Option<EmbeddedRelay>,
+}
 
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
-        PgService::build(config, &db::MIGRATOR, consumer::CONSUMER, &[RESERVATION])
-            .await
-            .map(Self)
+        let relay = match config.relay {
+            RelayMode::Standalone => None,
+            RelayMode::Embedded(settings) => Some(EmbeddedRelay::build(
+                &config.service.database_url,
+                &config.service.kafka,
+                settings,
+            )?),
+        };
+        let service = PgService::build(
+            config.service,
+            &db::MIGRATOR,
+            consumer::CONSUMER,
+            &[RESERVATION],
+        )
+        .await?;
+        Ok(Self { service, relay })
     }
 
     pub fn port(&self) -> u16 {
-        self.0.port()
+        self.service.port()
     }
 
     pub fn pool(&self) -> PgPool {
-        self.0.state.pool.clone()
+        self.service.state.pool.clone()
     }
 
+    /// Serves and consumes until `shutdown`. An embedded relay stops after them: it finishes
+    /// its batch in hand and flushes; whatever is still unpublished waits in the outbox for the
+    /// next start (or for another instance's relay).
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), StartupError> {
-        let handler = consumer::ReservationHandler { pool: self.pool() };
-        let router = routes::router(self.0.state.clone());
-        self.0.run(router, handler, shutdown).await
+        let relay_stop = CancellationToken::new();
+        let relay = self
+            .relay
+            .map(|relay| tokio::spawn(relay.run(relay_stop.clone())));
+        let handler = consumer::ReservationHandler {
+            pool: self.service.state.pool.clone(),
+        };
+        let router = routes::router(self.service.state.clone());
+        let served = self.service.run(router, handler, shutdown.clone()).await;
+        relay_stop.cancel();
+        if let Some(relay) = relay {
+            if let Err(error) = relay.await {
+                tracing::error!(%error, "embedded relay panicked");
+            }
+        }
+        served
     }
 }

@@ -1,9 +1,8 @@
-//! The operator's side of the relay: see parked events, retry them after a fix, or skip one.
+//! The operator's side of the relay over HTTP: see parked events, retry them after a fix, or
+//! skip one. What each does is [`outbox::relay::admin`]'s; this module adds the routes, the
+//! token and the answers.
 //!
-//! A parked event blocks the later events of its aggregate (publishing them would break the
-//! order), so these are the only ways forward: **retry** (the row is due again at once, its
-//! attempt count reset) or **skip** (the row is kept with `skipped_at`, never published, and
-//! its aggregate goes on). After an incident, `POST /admin/parked/retry` retries every parked
+//! After an incident, `POST /admin/parked/retry` retries every parked
 //! event at once, or those a filter picks (database, error text, when they were parked); the
 //! same filter on `GET /admin/parked` shows beforehand what it will take. Every route needs
 //! `Authorization: Bearer $RELAY_ADMIN_TOKEN`.
@@ -19,10 +18,15 @@ use axum::{
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
-use shared::http::{Json, Path, Problem, Query};
+use service_kit::http::{Json, Path, Problem, Query};
 use sqlx::PgPool;
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
+
+use outbox::relay::{
+    admin::{self, Acted, ParkedEvent},
+    Relay,
+};
 
 use crate::state::AppState;
 
@@ -79,22 +83,6 @@ fn bearer_token(credentials: &str) -> Option<&str> {
         .then(|| token.trim_start_matches(' '))
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct ParkedEvent {
-    #[sqlx(default)]
-    pub database: String,
-    pub id: Uuid,
-    #[sqlx(rename = "type")]
-    #[serde(rename = "type")]
-    pub event_type: String,
-    pub aggregatetype: String,
-    pub aggregateid: String,
-    pub attempts: i32,
-    pub last_error: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub parked_at: Option<DateTime<Utc>>,
-}
-
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ParkedList {
     pub items: Vec<ParkedEvent>,
@@ -118,10 +106,19 @@ pub struct ParkedFilter {
 }
 
 impl ParkedFilter {
+    /// What the library's filter takes: the same, without the database.
+    fn events(&self) -> admin::ParkedFilter {
+        admin::ParkedFilter {
+            error: self.error.clone(),
+            parked_from: self.parked_from,
+            parked_to: self.parked_to,
+        }
+    }
+
     /// The relays it covers: one database, or all; a name that matches none is a 404. A time
     /// range that is empty (`parked_from` not before `parked_to`) is no error: like any other
     /// filter that matches nothing, it takes nothing.
-    fn relays<'a>(&self, state: &'a AppState) -> Result<Vec<&'a crate::relay::Relay>, Problem> {
+    fn relays<'a>(&self, state: &'a AppState) -> Result<Vec<&'a Relay>, Problem> {
         let relays: Vec<_> = state
             .relays
             .iter()
@@ -134,39 +131,6 @@ impl ParkedFilter {
             _ => Ok(relays),
         }
     }
-}
-
-/// The filter's SQL condition on top of [`PARKED`]; binds `$1` error, `$2` from, `$3` to.
-const FILTERED: &str = "(position($1 in coalesce(last_error, '')) > 0 or $1 is null)
-     and ($2::timestamptz is null or parked_at >= $2)
-     and ($3::timestamptz is null or parked_at < $3)";
-
-/// A row an operator may act on: parked, and neither published nor skipped since. Every
-/// admin statement uses this one definition, so none can touch a row the others would not.
-const PARKED: &str = "parked_at is not null and published_at is null and skipped_at is null";
-
-/// What "retry" does: due again now, with a fresh attempt count.
-const RETRY: &str = "parked_at = null, attempts = 0, next_attempt_at = null";
-
-/// Parked events of one database that the filter takes, oldest first.
-pub async fn parked(
-    pool: &PgPool,
-    database: &str,
-    filter: &ParkedFilter,
-) -> Result<Vec<ParkedEvent>, sqlx::Error> {
-    let mut events: Vec<ParkedEvent> = sqlx::query_as(&format!(
-        "select id, type, aggregatetype, aggregateid, attempts, last_error, created_at, parked_at
-         from outbox where {PARKED} and {FILTERED} order by seq"
-    ))
-    .bind(&filter.error)
-    .bind(filter.parked_from)
-    .bind(filter.parked_to)
-    .fetch_all(pool)
-    .await?;
-    for e in &mut events {
-        e.database = database.to_owned();
-    }
-    Ok(events)
 }
 
 /// `GET /admin/parked[?database=orders&error=…&parked_from=…&parked_to=…]`.
@@ -186,7 +150,7 @@ pub async fn list_parked(
     let mut items = Vec::new();
     for relay in filter.relays(&state)? {
         items.extend(
-            parked(relay.pool(), &relay.name, &filter)
+            admin::parked(relay.pool(), &relay.name, &filter.events())
                 .await
                 .map_err(internal)?,
         );
@@ -218,16 +182,9 @@ pub async fn retry_parked(
 ) -> Result<Json<BulkRetried>, Problem> {
     let mut databases = Vec::new();
     for relay in filter.relays(&state)? {
-        let changed = sqlx::query(&format!(
-            "update outbox set {RETRY} where {PARKED} and {FILTERED}"
-        ))
-        .bind(&filter.error)
-        .bind(filter.parked_from)
-        .bind(filter.parked_to)
-        .execute(relay.pool())
-        .await
-        .map_err(internal)?
-        .rows_affected();
+        let changed = admin::retry_parked(relay.pool(), &filter.events())
+            .await
+            .map_err(internal)?;
         tracing::info!(database = %relay.name, ?filter, changed, "admin: parked events retried in bulk");
         databases.push(Changed {
             database: relay.name.clone(),
@@ -257,10 +214,10 @@ pub async fn retry_event(
     State(state): State<AppState>,
     Path((database, id)): Path<(String, Uuid)>,
 ) -> Result<Json<Changed>, Problem> {
-    let changed = retry(pool_of(&state, &database)?, id)
+    let acted = admin::retry(pool_of(&state, &database)?, id)
         .await
         .map_err(internal)?;
-    found(database, changed, id)
+    found(database, acted, id)
 }
 
 /// `POST /admin/aggregates/{database}/{aggregatetype}/{aggregateid}/retry`: every parked
@@ -278,15 +235,9 @@ pub async fn retry_aggregate(
     Path((database, aggregatetype, aggregateid)): Path<(String, String, String)>,
 ) -> Result<Json<Changed>, Problem> {
     let pool = pool_of(&state, &database)?;
-    let changed = sqlx::query(&format!(
-        "update outbox set {RETRY} where aggregatetype = $1 and aggregateid = $2 and {PARKED}"
-    ))
-    .bind(&aggregatetype)
-    .bind(&aggregateid)
-    .execute(pool)
-    .await
-    .map_err(internal)?
-    .rows_affected();
+    let changed = admin::retry_aggregate(pool, &aggregatetype, &aggregateid)
+        .await
+        .map_err(internal)?;
     tracing::info!(%database, %aggregatetype, %aggregateid, changed, "admin: aggregate retried");
     Ok(Json(Changed { database, changed }))
 }
@@ -305,11 +256,11 @@ pub async fn skip_event(
     State(state): State<AppState>,
     Path((database, id)): Path<(String, Uuid)>,
 ) -> Result<Json<Changed>, Problem> {
-    let changed = skip(pool_of(&state, &database)?, id)
+    let acted = admin::skip(pool_of(&state, &database)?, id)
         .await
         .map_err(internal)?;
-    tracing::warn!(%database, %id, changed, "admin: event skipped");
-    found(database, changed, id)
+    tracing::warn!(%database, %id, ?acted, "admin: event skipped");
+    found(database, acted, id)
 }
 
 fn pool_of<'a>(state: &'a AppState, database: &str) -> Result<&'a PgPool, Problem> {
@@ -321,37 +272,19 @@ fn pool_of<'a>(state: &'a AppState, database: &str) -> Result<&'a PgPool, Proble
         .ok_or_else(|| Problem::not_found(format!("no database named {database:?}")))
 }
 
-/// Retries the event `id` if it is parked: due again now, attempts reset. How many rows
-/// changed (0 or 1).
-pub async fn retry(pool: &PgPool, id: Uuid) -> Result<u64, sqlx::Error> {
-    update_parked_event(pool, id, RETRY).await
-}
-
-/// Skips the event `id` if it is parked: never published, no longer blocking its aggregate.
-/// How many rows changed (0 or 1).
-pub async fn skip(pool: &PgPool, id: Uuid) -> Result<u64, sqlx::Error> {
-    update_parked_event(pool, id, "skipped_at = now()").await
-}
-
-async fn update_parked_event(pool: &PgPool, id: Uuid, set: &str) -> Result<u64, sqlx::Error> {
-    let changed = sqlx::query(&format!(
-        "update outbox set {set} where id = $1 and {PARKED}"
-    ))
-    .bind(id)
-    .execute(pool)
-    .await?
-    .rows_affected();
-    Ok(changed)
-}
-
-fn found(database: String, changed: u64, id: Uuid) -> Result<Json<Changed>, Problem> {
-    if changed == 0 {
-        return Err(Problem::not_found(format!(
+fn found(database: String, acted: Acted, id: Uuid) -> Result<Json<Changed>, Problem> {
+    match acted {
+        Acted::NotParked => Err(Problem::not_found(format!(
             "no parked event {id} in {database}"
-        )));
+        ))),
+        Acted::Done => {
+            tracing::info!(%database, %id, "admin: event changed");
+            Ok(Json(Changed {
+                database,
+                changed: 1,
+            }))
+        }
     }
-    tracing::info!(%database, %id, "admin: event changed");
-    Ok(Json(Changed { database, changed }))
 }
 
 fn internal(error: sqlx::Error) -> Problem {

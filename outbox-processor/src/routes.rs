@@ -1,7 +1,7 @@
 //! The relay's HTTP port (8080): status page, `/health`, admin API, and `/metrics`.
 
 use axum::{extract::State, Router};
-use shared::{
+use service_kit::{
     health::{self, Check, Checks, Documented, HealthReport, Readiness, Unready},
     http::Problem,
 };
@@ -18,7 +18,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state.clone())
         .merge(status::router(state.clone()))
         .merge(admin::router(state))
-        .merge(shared::http::openapi_route(ApiDoc::openapi()))
+        .merge(service_kit::http::openapi_route(ApiDoc::openapi()))
 }
 
 /// The OpenAPI description served at `/openapi.json`.

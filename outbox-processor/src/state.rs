@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
+use outbox::{
+    kafka::Publisher,
+    relay::{Outage, Relay},
+};
 use secrecy::SecretString;
-use shared::kafka::Publisher;
-
-use crate::{outage::Outage, relay::Relay};
 
 #[derive(Clone)]
 pub struct AppState {

@@ -11,10 +11,12 @@ use std::fmt::Write;
 use axum::{extract::State, response::Html, routing::get, Router};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use shared::http::{Json, Problem};
+use service_kit::http::{Json, Problem};
 use uuid::Uuid;
 
-use crate::{outage::PublishingState, relay::Stats, state::AppState};
+use outbox::relay::{PublishingState, Stats};
+
+use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
     Router::new()

@@ -1,11 +1,8 @@
 //! `OrderPlaced` in, stock reserved and `StockReserved`/`StockRejected` out, exactly once.
 
 use chrono::Utc;
+use contracts::{OrderLine, OrderPlaced};
 use serde_json::Value;
-use shared::{
-    events::{OrderLine, OrderPlaced},
-    testing,
-};
 use uuid::Uuid;
 
 use crate::helpers::{spawn_app, TestApp, WAIT};
@@ -39,12 +36,12 @@ async fn order_placed_delivered_twice_reserves_stock_once() {
     let event_id = Uuid::now_v7();
     let event = placed(order_id, &[("KEYBOARD-01", 2), ("MOUSE-01", 1)]);
 
-    testing::publish_event(&app.kafka, event_id, &event).await;
-    testing::publish_event(&app.kafka, event_id, &event).await;
-    testing::publish_event(&app.kafka, event_id, &event).await;
+    testkit::publish_event(&app.kafka, event_id, &event).await;
+    testkit::publish_event(&app.kafka, event_id, &event).await;
+    testkit::publish_event(&app.kafka, event_id, &event).await;
     // A different event with the same key: processed after the duplicates (same partition).
     let sentinel = placed(Uuid::now_v7(), &[("CABLE-USBC", 1)]);
-    testing::publish_event_with_key(&app.kafka, &order_id.to_string(), Uuid::now_v7(), &sentinel)
+    testkit::publish_event_with_key(&app.kafka, &order_id.to_string(), Uuid::now_v7(), &sentinel)
         .await;
     app.wait_for_inbox(2).await;
 
@@ -74,7 +71,7 @@ async fn order_placed_delivered_twice_reserves_stock_once() {
 
     // A duplicate is skipped by the inbox, not failed by a constraint and dead-lettered.
     let dead = app.kafka.dead_letter_topic("inventory-service");
-    let dead = testing::read_topic(&app.kafka, &dead, 1, std::time::Duration::from_secs(2)).await;
+    let dead = testkit::read_topic(&app.kafka, &dead, 1, std::time::Duration::from_secs(2)).await;
     assert!(
         dead.is_empty(),
         "duplicates were dead-lettered instead of skipped"
@@ -86,13 +83,13 @@ async fn short_stock_and_unknown_skus_are_rejected_with_a_reason_and_change_noth
     let app = spawn_app().await;
     let short = Uuid::now_v7();
     let unknown = Uuid::now_v7();
-    testing::publish_event(
+    testkit::publish_event(
         &app.kafka,
         Uuid::now_v7(),
         &placed(short, &[("MOUSE-01", 1), ("MONITOR-27", 11)]),
     )
     .await;
-    testing::publish_event(
+    testkit::publish_event(
         &app.kafka,
         Uuid::now_v7(),
         &placed(unknown, &[("NOPE-1", 1)]),
@@ -130,8 +127,8 @@ async fn malformed_and_unknown_messages_are_dead_lettered_and_the_next_one_proce
     let key = order_id.to_string();
     let id = Uuid::now_v7().to_string();
 
-    testing::produce(&app.kafka, &topic, &key, b"\x00\x01garbage", &[]).await;
-    testing::produce(
+    testkit::produce(&app.kafka, &topic, &key, b"\x00\x01garbage", &[]).await;
+    testkit::produce(
         &app.kafka,
         &topic,
         &key,
@@ -139,7 +136,7 @@ async fn malformed_and_unknown_messages_are_dead_lettered_and_the_next_one_proce
         &[("id", &id), ("type", "OrderTeleported")],
     )
     .await;
-    testing::publish_event(
+    testkit::publish_event(
         &app.kafka,
         Uuid::now_v7(),
         &placed(order_id, &[("CABLE-USBC", 3)]),
@@ -148,7 +145,7 @@ async fn malformed_and_unknown_messages_are_dead_lettered_and_the_next_one_proce
     app.wait_for_inbox(1).await;
 
     assert_eq!(app.product("CABLE-USBC").await["on_hand"], 497);
-    let dead = testing::read_topic(
+    let dead = testkit::read_topic(
         &app.kafka,
         &app.kafka.dead_letter_topic("inventory-service"),
         2,
@@ -157,7 +154,7 @@ async fn malformed_and_unknown_messages_are_dead_lettered_and_the_next_one_proce
     .await;
     let reasons: Vec<String> = dead
         .iter()
-        .filter_map(|m| testing::header(m, "dlq-reason"))
+        .filter_map(|m| testkit::header(m, "dlq-reason"))
         .collect();
     assert_eq!(reasons.len(), 2, "{reasons:?}");
     assert!(

@@ -1,12 +1,10 @@
 use std::time::Duration;
 
 use inventory_service::startup::Application;
+use outbox::kafka::KafkaConfig;
 use serde_json::Value;
-use shared::{
-    config::KafkaConfig,
-    testing::{self, Spawned},
-};
 use sqlx::PgPool;
+use testkit::Spawned;
 
 pub const WAIT: Duration = Duration::from_secs(20);
 
@@ -20,7 +18,7 @@ pub struct TestApp {
 
 /// Starts inventory-service on a free port with a fresh database and its own topics.
 pub async fn spawn_app() -> TestApp {
-    let config = testing::postgres_service_config().await;
+    let config = testkit::postgres_service_config().await;
     let kafka = config.kafka.clone();
     let app = Application::build(config)
         .await
@@ -31,7 +29,7 @@ pub async fn spawn_app() -> TestApp {
         address: service.address.clone(),
         pool,
         kafka,
-        http: testing::http(),
+        http: testkit::http(),
         _service: service,
     }
 }
@@ -61,7 +59,7 @@ impl TestApp {
     }
 
     pub async fn wait_for_inbox(&self, n: i64) {
-        testing::eventually(WAIT, || async {
+        testkit::eventually(WAIT, || async {
             (self.count("select count(*) from processed_events").await >= n).then_some(())
         })
         .await

@@ -3,14 +3,12 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use contracts::{OrderConfirmed, PricedLine};
 use invoice_service::{config::Config, startup::Application};
 use mongodb::{bson::doc, Database};
+use outbox::kafka::KafkaConfig;
 use serde_json::Value;
-use shared::{
-    config::KafkaConfig,
-    events::{OrderConfirmed, PricedLine},
-    testing::{self, Spawned},
-};
+use testkit::Spawned;
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -25,10 +23,10 @@ struct TestApp {
 
 async fn spawn_app() -> TestApp {
     let config = Config {
-        http: shared::config::HttpConfig::local(0),
-        mongodb_uri: testing::mongo_uri().into(),
+        http: service_kit::config::HttpConfig::local(0),
+        mongodb_uri: testkit::mongo_uri().into(),
         mongodb_database: format!("invoices_test_{}", Uuid::new_v4().simple()),
-        kafka: testing::kafka(),
+        kafka: testkit::kafka(),
     };
     let kafka = config.kafka.clone();
     let app = Application::build(config)
@@ -40,7 +38,7 @@ async fn spawn_app() -> TestApp {
         address: service.address.clone(),
         db,
         kafka,
-        http: testing::http(),
+        http: testkit::http(),
         _service: service,
     }
 }
@@ -63,7 +61,7 @@ impl TestApp {
     }
 
     async fn wait_for_invoice(&self, order_id: Uuid) {
-        testing::eventually(WAIT, || async {
+        testkit::eventually(WAIT, || async {
             (self.invoices_for(order_id).await > 0).then_some(())
         })
         .await
@@ -100,13 +98,13 @@ async fn order_confirmed_delivered_twice_makes_one_invoice() {
     let app = spawn_app().await;
     let order_id = Uuid::now_v7();
     let event_id = Uuid::now_v7();
-    testing::publish_event(&app.kafka, event_id, &confirmed(order_id)).await;
-    testing::publish_event(&app.kafka, event_id, &confirmed(order_id)).await;
+    testkit::publish_event(&app.kafka, event_id, &confirmed(order_id)).await;
+    testkit::publish_event(&app.kafka, event_id, &confirmed(order_id)).await;
     // Redelivered under another event id too (e.g. re-emitted by the producer): still one.
-    testing::publish_event(&app.kafka, Uuid::now_v7(), &confirmed(order_id)).await;
+    testkit::publish_event(&app.kafka, Uuid::now_v7(), &confirmed(order_id)).await;
     // Same key, later: once its invoice exists, the messages before it were handled.
     let sentinel = confirmed(Uuid::now_v7());
-    testing::publish_event_with_key(&app.kafka, &order_id.to_string(), Uuid::now_v7(), &sentinel)
+    testkit::publish_event_with_key(&app.kafka, &order_id.to_string(), Uuid::now_v7(), &sentinel)
         .await;
     app.wait_for_invoice(sentinel.order_id).await;
 
@@ -133,7 +131,7 @@ async fn other_order_events_are_ignored_and_bad_ones_dead_lettered() {
     let order_id = Uuid::now_v7();
     let key = order_id.to_string();
     let placed = serde_json::json!({"order_id": order_id, "customer_id": "c", "items": [], "placed_at": Utc::now()});
-    testing::produce(
+    testkit::produce(
         &app.kafka,
         &topic,
         &key,
@@ -141,7 +139,7 @@ async fn other_order_events_are_ignored_and_bad_ones_dead_lettered() {
         &[("id", &Uuid::now_v7().to_string()), ("type", "OrderPlaced")],
     )
     .await;
-    testing::produce(
+    testkit::produce(
         &app.kafka,
         &topic,
         &key,
@@ -152,10 +150,10 @@ async fn other_order_events_are_ignored_and_bad_ones_dead_lettered() {
         ],
     )
     .await;
-    testing::publish_event(&app.kafka, Uuid::now_v7(), &confirmed(order_id)).await;
+    testkit::publish_event(&app.kafka, Uuid::now_v7(), &confirmed(order_id)).await;
     app.wait_for_invoice(order_id).await;
 
-    let dead = testing::read_topic(
+    let dead = testkit::read_topic(
         &app.kafka,
         &app.kafka.dead_letter_topic("invoice-service"),
         1,
@@ -167,7 +165,7 @@ async fn other_order_events_are_ignored_and_bad_ones_dead_lettered() {
         1,
         "only the malformed OrderConfirmed is dead-lettered"
     );
-    assert!(testing::header(&dead[0], "dlq-reason")
+    assert!(testkit::header(&dead[0], "dlq-reason")
         .unwrap()
         .contains("does not parse"));
 

@@ -2,7 +2,7 @@
 //! from a request that passed every rule, so no later code re-checks.
 
 use serde::Deserialize;
-use shared::http::FieldError;
+use service_kit::http::FieldError;
 
 /// The raw request body, as a client sends it.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]

@@ -1,8 +1,8 @@
 //! An order as stored and shown, its life cycle, and how inventory's prices become totals.
 
 use chrono::{DateTime, Utc};
+use contracts::{OrderLine, OrderPlaced, PricedLine, RejectionReason, StockReserved};
 use serde::{Deserialize, Serialize};
-use shared::events::{OrderLine, OrderPlaced, PricedLine, RejectionReason, StockReserved};
 use uuid::Uuid;
 
 /// PENDING until inventory answers; then CONFIRMED or REJECTED, never back.
@@ -130,7 +130,7 @@ pub fn price(
 
 #[cfg(test)]
 mod tests {
-    use shared::events::ReservedLine;
+    use contracts::ReservedLine;
 
     use super::*;
 

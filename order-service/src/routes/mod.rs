@@ -3,8 +3,8 @@
 pub mod orders;
 
 use axum::Router;
-use shared::{
-    events::{RejectionCode, RejectionReason},
+use contracts::{RejectionCode, RejectionReason};
+use service_kit::{
     health::{self, Check, Documented, HealthReport, Unready},
     http::{FieldError, Problem},
 };
@@ -15,9 +15,9 @@ use crate::state::AppState;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(orders::router())
-        .merge(health::routes(shared::service::ready))
+        .merge(health::routes(service_kit::service::ready))
         .with_state(state)
-        .merge(shared::http::openapi_route(ApiDoc::openapi()))
+        .merge(service_kit::http::openapi_route(ApiDoc::openapi()))
 }
 
 /// The OpenAPI description served at `/openapi.json`.
@@ -27,7 +27,7 @@ pub fn router(state: AppState) -> Router {
         title = "order-service",
         description = "Takes orders; each order and its OrderPlaced event are written in one transaction (transactional outbox)."
     ),
-    paths(orders::create_order, orders::get_order, orders::list_orders, shared::service::ready),
+    paths(orders::create_order, orders::get_order, orders::list_orders, service_kit::service::ready),
     components(schemas(
         Problem,
         FieldError,

@@ -11,11 +11,9 @@ use axum::{
     routing::get,
     Router,
 };
+use outbox::trace;
 use serde::{Deserialize, Serialize};
-use shared::{
-    http::{Json, Path, Problem, Query},
-    outbox, trace,
-};
+use service_kit::http::{Json, Path, Problem, Query};
 use uuid::Uuid;
 
 use crate::{
@@ -71,7 +69,7 @@ pub async fn create_order(
     if let Some(created) = db::insert_order(&mut tx, &order, key.as_ref()).await? {
         let event = created.placed();
         // Same transaction: if this insert fails, the order above is rolled back with it.
-        outbox::write(&mut tx, &event, Some(&traceparent)).await?;
+        outbox::write_in_tx(&mut tx, &event, Some(&traceparent)).await?;
         outbox::commit(tx, &state.pool).await?;
         metrics::counter!("orders_created_total").increment(1);
         tracing::info!(order_id = %created.id, trace_id = trace::trace_id(&traceparent), "order placed");

@@ -2,11 +2,8 @@
 
 use std::time::Duration;
 
+use contracts::{RejectionCode, RejectionReason, ReservedLine, StockRejected, StockReserved};
 use serde_json::Value;
-use shared::{
-    events::{RejectionCode, RejectionReason, ReservedLine, StockRejected, StockReserved},
-    testing,
-};
 use uuid::Uuid;
 
 use crate::helpers::{spawn_app, TestApp};
@@ -48,7 +45,7 @@ async fn inbox_count(app: &TestApp) -> i64 {
 }
 
 async fn wait_for_inbox(app: &TestApp, n: i64) {
-    testing::eventually(WAIT, || async {
+    testkit::eventually(WAIT, || async {
         (inbox_count(app).await >= n).then_some(())
     })
     .await
@@ -64,9 +61,9 @@ async fn stock_reserved_delivered_twice_confirms_the_order_once() {
 
     // The same event twice (a relay that re-published after a crash), then a later event of
     // the same order, so that once it is processed we know the duplicate was processed too.
-    testing::publish_event(&app.kafka, event_id, &reserved(order_id)).await;
-    testing::publish_event(&app.kafka, event_id, &reserved(order_id)).await;
-    testing::publish_event(&app.kafka, Uuid::now_v7(), &rejected(order_id)).await;
+    testkit::publish_event(&app.kafka, event_id, &reserved(order_id)).await;
+    testkit::publish_event(&app.kafka, event_id, &reserved(order_id)).await;
+    testkit::publish_event(&app.kafka, Uuid::now_v7(), &rejected(order_id)).await;
     wait_for_inbox(&app, 2).await;
 
     let order: Value = app
@@ -107,7 +104,7 @@ async fn stock_rejected_rejects_the_order_with_its_reason() {
     let order = app.place_order().await;
     let order_id: Uuid = order["id"].as_str().unwrap().parse().unwrap();
 
-    testing::publish_event(&app.kafka, Uuid::now_v7(), &rejected(order_id)).await;
+    testkit::publish_event(&app.kafka, Uuid::now_v7(), &rejected(order_id)).await;
     wait_for_inbox(&app, 1).await;
 
     let order: Value = app
@@ -136,8 +133,8 @@ async fn a_malformed_message_is_dead_lettered_and_the_next_one_still_processed()
     let bad_id = Uuid::now_v7().to_string();
 
     // No event headers at all; then a payload that does not fit its type; then a good event.
-    testing::produce(&app.kafka, &topic, &key, b"not json", &[]).await;
-    testing::produce(
+    testkit::produce(&app.kafka, &topic, &key, b"not json", &[]).await;
+    testkit::produce(
         &app.kafka,
         &topic,
         &key,
@@ -145,7 +142,7 @@ async fn a_malformed_message_is_dead_lettered_and_the_next_one_still_processed()
         &[("id", &bad_id), ("type", "StockReserved")],
     )
     .await;
-    testing::publish_event(&app.kafka, Uuid::now_v7(), &reserved(order_id)).await;
+    testkit::publish_event(&app.kafka, Uuid::now_v7(), &reserved(order_id)).await;
     wait_for_inbox(&app, 1).await;
 
     let order: Value = app
@@ -155,7 +152,7 @@ async fn a_malformed_message_is_dead_lettered_and_the_next_one_still_processed()
         .await
         .unwrap();
     assert_eq!(order["status"], "CONFIRMED");
-    let dead = testing::read_topic(
+    let dead = testkit::read_topic(
         &app.kafka,
         &app.kafka.dead_letter_topic("order-service"),
         2,
@@ -165,7 +162,7 @@ async fn a_malformed_message_is_dead_lettered_and_the_next_one_still_processed()
     assert_eq!(dead.len(), 2, "both bad messages dead-lettered");
     let reasons: Vec<String> = dead
         .iter()
-        .filter_map(|m| testing::header(m, "dlq-reason"))
+        .filter_map(|m| testkit::header(m, "dlq-reason"))
         .collect();
     assert!(
         reasons.iter().any(|r| r.contains("missing header \"id\"")),
@@ -176,7 +173,7 @@ async fn a_malformed_message_is_dead_lettered_and_the_next_one_still_processed()
         "{reasons:?}"
     );
     assert_eq!(
-        testing::header(&dead[0], "dlq-original-topic").as_deref(),
+        testkit::header(&dead[0], "dlq-original-topic").as_deref(),
         Some(topic.as_str())
     );
 }

@@ -1,10 +1,8 @@
 use order_service::startup::Application;
+use outbox::kafka::KafkaConfig;
 use serde_json::{json, Value};
-use shared::{
-    config::KafkaConfig,
-    testing::{self, Spawned},
-};
 use sqlx::PgPool;
+use testkit::Spawned;
 
 pub struct TestApp {
     pub address: String,
@@ -16,13 +14,13 @@ pub struct TestApp {
 
 /// Starts order-service on a free port with a fresh database and its own topics.
 pub async fn spawn_app() -> TestApp {
-    spawn_app_with(testing::postgres_service_config().await).await
+    spawn_app_with(testkit::postgres_service_config().await).await
 }
 
-/// Starts order-service with `config` (built by `testing::postgres_service_config`).
-pub async fn spawn_app_with(config: shared::config::PostgresServiceConfig) -> TestApp {
+/// Starts order-service with `config` (built by `testkit::postgres_service_config`).
+pub async fn spawn_app_with(config: service_kit::config::PostgresServiceConfig) -> TestApp {
     let kafka = config.kafka.clone();
-    let app = Application::build(config)
+    let app = Application::build(config.into())
         .await
         .expect("order-service builds");
     let pool = app.pool();
@@ -31,7 +29,7 @@ pub async fn spawn_app_with(config: shared::config::PostgresServiceConfig) -> Te
         address: service.address.clone(),
         pool,
         kafka,
-        http: testing::http(),
+        http: testkit::http(),
         _service: service,
     }
 }

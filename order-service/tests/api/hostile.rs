@@ -2,7 +2,7 @@
 //! any work that grows with the request, and health that tells liveness from readiness.
 
 use serde_json::json;
-use shared::testing::{self, answer};
+use testkit::answer;
 
 use crate::helpers::{spawn_app, spawn_app_with, valid_order, TestApp};
 
@@ -30,7 +30,7 @@ async fn an_order_sent_as_a_json_array_is_refused() {
 async fn a_body_over_the_limit_is_a_413_problem() {
     let app = spawn_app().await;
     let mut order = valid_order();
-    order["padding"] = json!("x".repeat(shared::config::HttpConfig::DEFAULT_BODY_LIMIT));
+    order["padding"] = json!("x".repeat(service_kit::config::HttpConfig::DEFAULT_BODY_LIMIT));
     let answer = answer(app.order_request(&order)).await;
     assert!(answer.is_problem(413), "{answer:?}");
     nothing_written(&app).await;
@@ -88,7 +88,7 @@ async fn framework_errors_are_problems_too() {
 
 #[tokio::test]
 async fn orders_are_taken_and_the_service_is_ready_while_the_broker_is_away() {
-    let mut config = testing::postgres_service_config().await;
+    let mut config = testkit::postgres_service_config().await;
     config.kafka.brokers = "127.0.0.1:1".into(); // nothing listens there
     let app = spawn_app_with(config).await;
     let base = &app.address;
@@ -122,7 +122,7 @@ async fn orders_are_taken_and_the_service_is_ready_while_the_broker_is_away() {
 #[tokio::test]
 async fn the_openapi_document_states_every_limit_the_code_enforces() {
     let app = spawn_app().await;
-    let doc = testing::get_json(&app.http, format!("{}/openapi.json", app.address)).await;
+    let doc = testkit::get_json(&app.http, format!("{}/openapi.json", app.address)).await;
     let schemas = &doc["components"]["schemas"];
     let order = &schemas["CreateOrderRequest"]["properties"];
     assert_eq!(order["customer_id"]["minLength"], 1);

@@ -1,7 +1,6 @@
 //! The request path: the order and its outbox row, together or not at all.
 
 use serde_json::{json, Value};
-use shared::testing;
 
 use crate::helpers::{spawn_app, valid_order};
 
@@ -165,7 +164,7 @@ async fn orders_are_read_back_one_by_one_and_newest_first() {
     assert_eq!(one["id"], ids[1]);
     assert_eq!(one["items"].as_array().unwrap().len(), 2);
 
-    let page = testing::get_json(&app.http, format!("{}/orders?limit=2", app.address)).await;
+    let page = testkit::get_json(&app.http, format!("{}/orders?limit=2", app.address)).await;
     let first_page: Vec<&str> = page["items"]
         .as_array()
         .unwrap()
@@ -174,7 +173,7 @@ async fn orders_are_read_back_one_by_one_and_newest_first() {
         .collect();
     assert_eq!(first_page, [ids[2].as_str(), ids[1].as_str()]);
     let cursor = page["next_cursor"].as_str().unwrap();
-    let next = testing::get_json(
+    let next = testkit::get_json(
         &app.http,
         format!("{}/orders?limit=2&cursor={cursor}", app.address),
     )
@@ -223,7 +222,7 @@ async fn health_reports_database_and_broker() {
 #[tokio::test]
 async fn the_openapi_description_documents_every_endpoint_and_its_errors() {
     let app = spawn_app().await;
-    let doc = testing::get_json(&app.http, format!("{}/openapi.json", app.address)).await;
+    let doc = testkit::get_json(&app.http, format!("{}/openapi.json", app.address)).await;
     let post = &doc["paths"]["/orders"]["post"];
     for status in ["201", "400", "415", "422", "500"] {
         assert!(

@@ -11,11 +11,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use outbox_processor::{
-    broker::SendError, config::RelaySettings, outage::PublishingState, relay::Relay,
-};
+use contracts::DomainEvent;
+use outbox::{relay::PublishingState, relay::Relay, relay::RelaySettings, relay::SendError};
 use serde::{Deserialize, Serialize};
-use shared::{events::DomainEvent, testing};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -41,7 +39,7 @@ impl DomainEvent for Rang {
 
 async fn ring(pool: &PgPool, bell: &str, n: u32) {
     let mut tx = pool.begin().await.unwrap();
-    shared::outbox::write(
+    outbox::write_in_tx(
         &mut tx,
         &Rang {
             bell: bell.into(),
@@ -51,7 +49,7 @@ async fn ring(pool: &PgPool, bell: &str, n: u32) {
     )
     .await
     .unwrap();
-    shared::outbox::commit(tx, pool).await.unwrap();
+    outbox::commit(tx, pool).await.unwrap();
 }
 
 /// (parked rows, attempts spent by rows not yet published).
@@ -68,8 +66,8 @@ async fn parked_and_attempts(pool: &PgPool) -> (i64, i64) {
 
 #[tokio::test]
 async fn a_broker_outage_longer_than_every_attempt_pauses_the_relay_and_parks_nothing() {
-    let (_, pool) = testing::fresh_outbox_database().await;
-    let kafka = testing::kafka();
+    let (_, pool) = testkit::fresh_outbox_database().await;
+    let kafka = testkit::kafka();
     let settings = RelaySettings {
         batch_size: 50,
         max_attempts: 3,
@@ -116,7 +114,7 @@ async fn a_broker_outage_longer_than_every_attempt_pauses_the_relay_and_parks_no
 
     // The broker is back: everything goes out on its own, in order.
     faulty.heal();
-    let drained = testing::eventually(WAIT, || async {
+    let drained = testkit::eventually(WAIT, || async {
         (unpublished(&pool).await == 0).then_some(())
     })
     .await;
@@ -140,8 +138,8 @@ enum Stuck {
 #[tokio::test]
 async fn a_stuck_aggregate_with_a_backlog_holds_up_no_other_aggregate() {
     for stuck in [Stuck::Parked, Stuck::WaitingForRetry] {
-        let (_, pool) = testing::fresh_outbox_database().await;
-        let kafka = testing::kafka();
+        let (_, pool) = testkit::fresh_outbox_database().await;
+        let kafka = testkit::kafka();
         let batch_size = 50;
         // More rows behind the stuck head than two claims take, written before the others.
         let head = write(&pool, "stuck", 1, 0).await;
@@ -199,8 +197,8 @@ async fn a_stuck_aggregate_with_a_backlog_holds_up_no_other_aggregate() {
 
 #[tokio::test]
 async fn a_slow_broker_ends_the_batch_at_its_deadline_and_the_marks_commit() {
-    let (_, pool) = testing::fresh_outbox_database().await;
-    let kafka = testing::kafka();
+    let (_, pool) = testkit::fresh_outbox_database().await;
+    let kafka = testkit::kafka();
     let settings = RelaySettings {
         batch_size: 50,
         lease: Duration::from_secs(3),
@@ -214,7 +212,7 @@ async fn a_slow_broker_ends_the_batch_at_its_deadline_and_the_marks_commit() {
     // another aggregate's first send hangs, once.
     let hung = Arc::new(AtomicBool::new(false));
     let hang_once = hung.clone();
-    let slow_rule = move |event: &outbox_processor::broker::Outgoing<'_>| match event.key {
+    let slow_rule = move |event: &outbox::relay::Outgoing<'_>| match event.key {
         "slow" => Some(Injected::Delay(Duration::from_millis(400))),
         "hung" if !hang_once.swap(true, Ordering::SeqCst) => Some(Injected::Hang),
         _ => None,
@@ -268,7 +266,7 @@ async fn a_slow_broker_ends_the_batch_at_its_deadline_and_the_marks_commit() {
 
     // Healed, the rest follows in order, and nothing was published twice.
     faulty.heal();
-    let drained = testing::eventually(WAIT, || async {
+    let drained = testkit::eventually(WAIT, || async {
         relay.relay_batch().await.unwrap();
         (unpublished(&pool).await == 0).then_some(())
     })
@@ -290,8 +288,8 @@ async fn a_slow_broker_ends_the_batch_at_its_deadline_and_the_marks_commit() {
 
 #[tokio::test]
 async fn a_topic_that_cannot_be_created_parks_its_events_and_holds_up_no_other_topic() {
-    let (_, pool) = testing::fresh_outbox_database().await;
-    let kafka = testing::kafka();
+    let (_, pool) = testkit::fresh_outbox_database().await;
+    let kafka = testkit::kafka();
     let settings = RelaySettings {
         batch_size: 50,
         max_attempts: 2,
@@ -321,7 +319,7 @@ async fn a_topic_that_cannot_be_created_parks_its_events_and_holds_up_no_other_t
         .await
         .expect("the batch goes on without the topic");
     assert_eq!((first.published, first.failed), (2, 1), "{first:?}");
-    let parked = testing::eventually(WAIT, || async {
+    let parked = testkit::eventually(WAIT, || async {
         relay.relay_batch().await.unwrap();
         let (parked, _) = parked_and_attempts(&pool).await;
         (parked == 1).then_some(())
@@ -349,8 +347,8 @@ async fn a_topic_that_cannot_be_created_parks_its_events_and_holds_up_no_other_t
 
 #[tokio::test]
 async fn creating_a_topic_slower_than_the_lease_does_not_hold_the_claim() {
-    let (_, pool) = testing::fresh_outbox_database().await;
-    let kafka = testing::kafka();
+    let (_, pool) = testkit::fresh_outbox_database().await;
+    let kafka = testkit::kafka();
     let settings = RelaySettings {
         lease: Duration::from_secs(3),
         ..RelaySettings::default()

@@ -4,21 +4,19 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use outbox_processor::{
-    config::RelaySettings,
+use contracts::{OrderLine, OrderPlaced};
+use outbox::{
+    relay::RelaySettings,
     relay::{Publishing, Relay},
 };
-use shared::{
-    events::{OrderLine, OrderPlaced},
-    testing::{self, Spawned},
-};
+use testkit::Spawned;
 use uuid::Uuid;
 
 #[tokio::test]
 async fn a_relay_killed_between_ack_and_mark_republishes_and_inventory_applies_once() {
-    let kafka = testing::kafka();
+    let kafka = testkit::kafka();
     // The orders side: an outbox with one OrderPlaced.
-    let (_, orders) = testing::fresh_outbox_database().await;
+    let (_, orders) = testkit::fresh_outbox_database().await;
     let order_id = Uuid::now_v7();
     let mut tx = orders.begin().await.unwrap();
     let placed = OrderPlaced {
@@ -30,11 +28,11 @@ async fn a_relay_killed_between_ack_and_mark_republishes_and_inventory_applies_o
         }],
         placed_at: Utc::now(),
     };
-    let event_id = shared::outbox::write(&mut tx, &placed, None).await.unwrap();
+    let event_id = outbox::write_in_tx(&mut tx, &placed, None).await.unwrap();
     tx.commit().await.unwrap();
 
     // The consuming side: a real inventory-service.
-    let mut config = testing::postgres_service_config().await;
+    let mut config = testkit::postgres_service_config().await;
     config.kafka = kafka.clone();
     let inventory = inventory_service::startup::Application::build(config)
         .await
@@ -48,7 +46,7 @@ async fn a_relay_killed_between_ack_and_mark_republishes_and_inventory_applies_o
             orders.clone(),
             RelaySettings::default(),
             Publishing::kafka(
-                shared::kafka::Publisher::new(shared::kafka::producer_config(&kafka)).unwrap(),
+                outbox::kafka::Publisher::new(outbox::kafka::producer_config(&kafka)).unwrap(),
                 kafka.clone(),
             ),
         )
@@ -69,20 +67,20 @@ async fn a_relay_killed_between_ack_and_mark_republishes_and_inventory_applies_o
     // Its replacement publishes the row again.
     assert_eq!(relay().relay_batch().await.unwrap().published, 1);
     let copies =
-        testing::read_topic(&kafka, &kafka.topic_for("order"), 3, Duration::from_secs(5)).await;
+        testkit::read_topic(&kafka, &kafka.topic_for("order"), 3, Duration::from_secs(5)).await;
     assert_eq!(
         copies.len(),
         2,
         "published twice: at least once, never lost"
     );
     for copy in &copies {
-        assert_eq!(testing::header(copy, "id"), Some(event_id.to_string()));
+        assert_eq!(testkit::header(copy, "id"), Some(event_id.to_string()));
     }
 
     // Inventory saw both copies and applied one.
-    let http = testing::http();
-    let product = || testing::get_json(&http, format!("{}/products/KEYBOARD-01", service.address));
-    testing::eventually(Duration::from_secs(20), || async {
+    let http = testkit::http();
+    let product = || testkit::get_json(&http, format!("{}/products/KEYBOARD-01", service.address));
+    testkit::eventually(Duration::from_secs(20), || async {
         (product().await["reserved"] == 3).then_some(())
     })
     .await
@@ -97,8 +95,8 @@ async fn a_relay_killed_between_ack_and_mark_republishes_and_inventory_applies_o
         }],
         placed_at: Utc::now(),
     };
-    testing::publish_event_with_key(&kafka, &order_id.to_string(), Uuid::now_v7(), &sentinel).await;
-    testing::eventually(Duration::from_secs(20), || async {
+    testkit::publish_event_with_key(&kafka, &order_id.to_string(), Uuid::now_v7(), &sentinel).await;
+    testkit::eventually(Duration::from_secs(20), || async {
         let n: i64 = sqlx::query_scalar("select count(*) from processed_events")
             .fetch_one(&inventory_pool)
             .await
@@ -114,7 +112,7 @@ async fn a_relay_killed_between_ack_and_mark_republishes_and_inventory_applies_o
             .await
             .unwrap();
     assert_eq!(answers, 2, "one for the order, one for the sentinel");
-    let dead = testing::read_topic(
+    let dead = testkit::read_topic(
         &kafka,
         &kafka.dead_letter_topic("inventory-service"),
         1,

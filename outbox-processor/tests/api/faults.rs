@@ -1,5 +1,5 @@
 //! A broker that fails, delays or hangs chosen sends: the relay's seam
-//! (`outbox_processor::broker::Broker`) wrapped around the real Kafka broker, so that the
+//! (`outbox::relay::Broker`) wrapped around the real Kafka broker, so that the
 //! relay meets faults a real broker produces only by luck, while everything it does publish
 //! reaches the real broker.
 
@@ -10,11 +10,10 @@ use std::{
 };
 
 use futures::{future::BoxFuture, FutureExt};
-use outbox_processor::{
-    broker::{Broker, Kafka, Outgoing, SendError},
-    relay::Publishing,
+use outbox::{
+    kafka::{KafkaBroker, KafkaConfig},
+    relay::{Broker, Outgoing, Publishing, SendError},
 };
-use shared::config::KafkaConfig;
 
 /// What happens to one send instead of (or before) reaching the real broker.
 #[derive(Clone)]
@@ -68,7 +67,7 @@ impl Faulty {
     }
 
     pub fn publishing(self: &Arc<Self>, kafka: &KafkaConfig) -> Publishing {
-        Publishing::new(self.clone(), kafka.clone())
+        Publishing::new(self.clone(), kafka.topics())
     }
 }
 
@@ -126,16 +125,16 @@ where
 }
 
 /// The relay's Kafka broker for `kafka`, with a producer of its own.
-pub fn kafka_broker(kafka: &KafkaConfig) -> Kafka {
+pub fn kafka_broker(kafka: &KafkaConfig) -> KafkaBroker {
     kafka_broker_timing_out_after(kafka, Duration::from_secs(10))
 }
 
 /// As [`kafka_broker`], giving up on a send after `timeout` (`message.timeout.ms`).
-pub fn kafka_broker_timing_out_after(kafka: &KafkaConfig, timeout: Duration) -> Kafka {
-    let mut config = shared::kafka::producer_config(kafka);
+pub fn kafka_broker_timing_out_after(kafka: &KafkaConfig, timeout: Duration) -> KafkaBroker {
+    let mut config = outbox::kafka::producer_config(kafka);
     config.set("message.timeout.ms", timeout.as_millis().to_string());
-    let publisher = shared::kafka::Publisher::new(config).expect("a producer");
-    Kafka::new(publisher, kafka.clone())
+    let publisher = outbox::kafka::Publisher::new(config).expect("a producer");
+    KafkaBroker::new(publisher, kafka.clone())
 }
 
 /// A real Kafka client pointed at a port where no broker listens: every send fails as it

@@ -3,16 +3,16 @@
 
 use std::time::Duration;
 
+use outbox::kafka::KafkaConfig;
 use secrecy::SecretString;
 use serde_json::{json, Value};
-use shared::{config::KafkaConfig, testing};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use outbox_processor::{
-    config::{RelaySettings, SourceDatabase},
-    verify::{verify, Sources},
-};
+use order_service::config::RelayMode;
+use outbox::relay::RelaySettings;
+use outbox_processor::config::SourceDatabase;
+use verify::{verify, Sources};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -31,33 +31,58 @@ impl Drop for System {
     }
 }
 
+/// Who publishes order-service's outbox.
+#[derive(Clone, Copy)]
+enum OrdersRelay {
+    /// outbox-processor, like inventory's: the default deployment.
+    Standalone,
+    /// order-service itself (`RELAY_EMBEDDED=true`); outbox-processor relays inventory only.
+    Embedded,
+}
+
 /// Every service and the relay, on free ports, with fresh databases and their own topics.
-async fn spawn_system() -> System {
-    let kafka: KafkaConfig = testing::kafka();
+async fn spawn_system(orders_relay: OrdersRelay) -> System {
+    let kafka: KafkaConfig = testkit::kafka();
     let shutdown = CancellationToken::new();
-    let orders_db = testing::fresh_database().await;
-    let inventory_db = testing::fresh_database().await;
+    let orders_db = testkit::fresh_database().await;
+    let inventory_db = testkit::fresh_database().await;
     let mongodb_database = format!("invoices_test_{}", Uuid::new_v4().simple());
     let sources = Sources {
         orders: orders_db.clone(),
         inventory: inventory_db.clone(),
-        mongodb_uri: SecretString::from(testing::mongo_uri()),
+        mongodb_uri: SecretString::from(testkit::mongo_uri()),
         mongodb_database: mongodb_database.clone(),
         kafka: kafka.clone(),
         settle: Duration::from_secs(20),
     };
 
     let orders = order_service::startup::Application::build(order_service::config::Config {
-        http: shared::config::HttpConfig::local(0),
-        database_url: orders_db.clone(),
-        database_max_connections: 5,
-        kafka: kafka.clone(),
+        service: service_kit::config::PostgresServiceConfig {
+            http: service_kit::config::HttpConfig::local(0),
+            database_url: orders_db.clone(),
+            database_max_connections: 5,
+            kafka: kafka.clone(),
+        },
+        relay: match orders_relay {
+            OrdersRelay::Standalone => RelayMode::Standalone,
+            OrdersRelay::Embedded => RelayMode::Embedded(RelaySettings::default()),
+        },
     })
     .await
     .expect("order-service");
+    let mut relayed = vec![SourceDatabase {
+        name: "inventory".into(),
+        url: inventory_db.clone(),
+    }];
+    if let OrdersRelay::Standalone = orders_relay {
+        relayed.push(SourceDatabase {
+            name: "orders".into(),
+            url: orders_db,
+        });
+    }
     let inventory =
         inventory_service::startup::Application::build(inventory_service::config::Config {
-            http: shared::config::HttpConfig::local(0),
+            http: service_kit::config::HttpConfig::local(0),
             database_url: inventory_db.clone(),
             database_max_connections: 5,
             kafka: kafka.clone(),
@@ -65,25 +90,16 @@ async fn spawn_system() -> System {
         .await
         .expect("inventory-service");
     let invoices = invoice_service::startup::Application::build(invoice_service::config::Config {
-        http: shared::config::HttpConfig::local(0),
-        mongodb_uri: SecretString::from(testing::mongo_uri()),
+        http: service_kit::config::HttpConfig::local(0),
+        mongodb_uri: SecretString::from(testkit::mongo_uri()),
         mongodb_database,
         kafka: kafka.clone(),
     })
     .await
     .expect("invoice-service");
     let relay = outbox_processor::startup::Application::build(outbox_processor::config::Config {
-        http: shared::config::HttpConfig::local(0),
-        databases: vec![
-            SourceDatabase {
-                name: "orders".into(),
-                url: orders_db,
-            },
-            SourceDatabase {
-                name: "inventory".into(),
-                url: inventory_db,
-            },
-        ],
+        http: service_kit::config::HttpConfig::local(0),
+        databases: relayed,
         kafka,
         relay: RelaySettings::default(),
         admin_token: None,
@@ -96,7 +112,7 @@ async fn spawn_system() -> System {
         orders: format!("http://127.0.0.1:{}", orders.port()),
         inventory: format!("http://127.0.0.1:{}", inventory.port()),
         invoices: format!("http://127.0.0.1:{}", invoices.port()),
-        http: testing::http(),
+        http: testkit::http(),
         shutdown: shutdown.clone(),
     };
     let relay_health = format!("http://127.0.0.1:{}/health", relay.port());
@@ -135,7 +151,7 @@ impl System {
     }
 
     async fn wait_for_status(&self, id: &str, status: &str) -> Value {
-        testing::eventually(WAIT, || async {
+        testkit::eventually(WAIT, || async {
             let (_, order) = self.get(format!("{}/orders/{id}", self.orders)).await;
             (order["status"] == status).then_some(order)
         })
@@ -152,7 +168,16 @@ impl System {
 
 #[tokio::test]
 async fn an_order_travels_through_every_service() {
-    let system = spawn_system().await;
+    an_order_travels_through_every_service_with(OrdersRelay::Standalone).await;
+}
+
+#[tokio::test]
+async fn an_order_travels_through_every_service_with_the_relay_embedded_in_order_service() {
+    an_order_travels_through_every_service_with(OrdersRelay::Embedded).await;
+}
+
+async fn an_order_travels_through_every_service_with(orders_relay: OrdersRelay) {
+    let system = spawn_system(orders_relay).await;
 
     let id = system
         .place(json!([{"sku": "KEYBOARD-01", "quantity": 2}, {"sku": "MOUSE-01", "quantity": 1}]))
@@ -160,6 +185,24 @@ async fn an_order_travels_through_every_service() {
     let order = system.wait_for_status(&id, "CONFIRMED").await;
     assert_eq!(order["total_cents"], 2 * 8999 + 2999);
     assert_eq!(order["currency"], "EUR");
+    if let OrdersRelay::Embedded = orders_relay {
+        // Only order-service relays the orders database here, and its /metrics says so.
+        let metrics = system
+            .http
+            .get(format!("{}/metrics", system.orders))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("outbox_published_total{database=\"orders\"}")),
+            "{metrics}"
+        );
+    }
 
     let keyboard = system.product("KEYBOARD-01").await;
     assert_eq!(
@@ -167,7 +210,7 @@ async fn an_order_travels_through_every_service() {
         (Some(98), Some(2))
     );
 
-    let invoice = testing::eventually(WAIT, || async {
+    let invoice = testkit::eventually(WAIT, || async {
         let (status, invoice) = system
             .get(format!("{}/invoices/{id}", system.invoices))
             .await;
@@ -198,7 +241,7 @@ async fn an_order_travels_through_every_service() {
         settle: Duration::from_secs(2),
         ..system.sources.clone()
     };
-    let mongo = mongodb::Client::with_uri_str(testing::mongo_uri())
+    let mongo = mongodb::Client::with_uri_str(testkit::mongo_uri())
         .await
         .unwrap();
     mongo
@@ -207,7 +250,7 @@ async fn an_order_travels_through_every_service() {
         .delete_many(mongodb::bson::doc! {})
         .await
         .unwrap();
-    let inventory = shared::db::connect(&system.sources.inventory, 1)
+    let inventory = outbox::db::connect(&system.sources.inventory, 1)
         .await
         .unwrap();
     sqlx::query("update products set on_hand = on_hand - 1 where sku = 'MOUSE-01'")
@@ -225,7 +268,7 @@ async fn an_order_travels_through_every_service() {
 
 #[tokio::test]
 async fn an_order_for_more_than_the_stock_is_rejected_and_never_invoiced() {
-    let system = spawn_system().await;
+    let system = spawn_system(OrdersRelay::Standalone).await;
 
     let id = system
         .place(json!([{"sku": "MONITOR-27", "quantity": 11}, {"sku": "MOUSE-01", "quantity": 1}]))
@@ -240,7 +283,7 @@ async fn an_order_for_more_than_the_stock_is_rejected_and_never_invoiced() {
         .place(json!([{"sku": "CABLE-USBC", "quantity": 1}]))
         .await;
     system.wait_for_status(&later, "CONFIRMED").await;
-    testing::eventually(WAIT, || async {
+    testkit::eventually(WAIT, || async {
         (system
             .get(format!("{}/invoices/{later}", system.invoices))
             .await

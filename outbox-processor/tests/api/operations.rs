@@ -2,18 +2,14 @@
 
 use std::time::Duration;
 
-use outbox_processor::{
-    config::{Config, RelaySettings, SourceDatabase},
-    startup::Application,
-};
+use contracts::DomainEvent;
+use outbox::relay::RelaySettings;
+use outbox_processor::{config::Config, config::SourceDatabase, startup::Application};
 use rdkafka::Message;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use shared::{
-    events::DomainEvent,
-    testing::{self, answer, Spawned},
-};
 use sqlx::PgPool;
+use testkit::{answer, Spawned};
 use uuid::Uuid;
 
 const TOKEN: &str = "test-admin-token";
@@ -41,7 +37,7 @@ async fn write(pool: &PgPool, target: &str, broken: bool) -> Uuid {
     } else {
         String::new()
     };
-    let id = shared::outbox::write(
+    let id = outbox::write_in_tx(
         &mut tx,
         &Pinged {
             target: target.into(),
@@ -51,13 +47,13 @@ async fn write(pool: &PgPool, target: &str, broken: bool) -> Uuid {
     )
     .await
     .unwrap();
-    shared::outbox::commit(tx, pool).await.unwrap();
+    outbox::commit(tx, pool).await.unwrap();
     id
 }
 
 struct Admin {
     pool: PgPool,
-    kafka: shared::config::KafkaConfig,
+    kafka: outbox::kafka::KafkaConfig,
     http: reqwest::Client,
     service: Spawned,
 }
@@ -87,7 +83,7 @@ impl Admin {
     }
 
     async fn wait_until_parked(&self, id: Uuid) {
-        testing::eventually(WAIT, || async {
+        testkit::eventually(WAIT, || async {
             self.parked()
                 .await
                 .iter()
@@ -99,7 +95,7 @@ impl Admin {
     }
 
     async fn wait_until_done(&self, id: Uuid) -> (bool, bool) {
-        testing::eventually(WAIT, || async {
+        testkit::eventually(WAIT, || async {
             let (published, skipped): (bool, bool) = sqlx::query_as(
                 "select published_at is not null, skipped_at is not null from outbox where id = $1",
             )
@@ -128,10 +124,10 @@ async fn spawn_relay() -> Admin {
 }
 
 async fn spawn_relay_polling_every(poll_interval: Duration) -> Admin {
-    let (url, pool) = testing::fresh_outbox_database().await;
-    let kafka = testing::kafka();
+    let (url, pool) = testkit::fresh_outbox_database().await;
+    let kafka = testkit::kafka();
     let config = Config {
-        http: shared::config::HttpConfig::local(0),
+        http: service_kit::config::HttpConfig::local(0),
         databases: vec![SourceDatabase {
             name: "orders".into(),
             url,
@@ -150,7 +146,7 @@ async fn spawn_relay_polling_every(poll_interval: Duration) -> Admin {
     Admin {
         pool,
         kafka,
-        http: testing::http(),
+        http: testkit::http(),
         service,
     }
 }
@@ -209,20 +205,20 @@ async fn parked_events_are_listed_retried_and_skipped_through_the_admin_api() {
     assert_eq!(retried.status(), 200);
     assert_eq!(admin.wait_until_done(a1).await, (true, false));
     assert_eq!(admin.wait_until_done(a2).await, (true, false));
-    let messages = testing::read_topic(&admin.kafka, &admin.kafka.topic_for("ping"), 3, WAIT).await;
+    let messages = testkit::read_topic(&admin.kafka, &admin.kafka.topic_for("ping"), 3, WAIT).await;
     // Order is promised per aggregate, not across partitions: read each key's ids apart.
     let ids_of = |key: &str| -> Vec<String> {
         messages
             .iter()
             .filter(|m| m.key() == Some(key.as_bytes()))
-            .filter_map(|m| testing::header(m, "id"))
+            .filter_map(|m| testkit::header(m, "id"))
             .collect()
     };
     assert_eq!(messages.len(), 3);
     assert_eq!(ids_of("a"), [a1.to_string(), a2.to_string()]);
     assert_eq!(ids_of("b"), [b1.to_string()]);
     assert_eq!(
-        testing::header(&messages[0], "schema-version").as_deref(),
+        testkit::header(&messages[0], "schema-version").as_deref(),
         Some("1")
     );
 
@@ -377,7 +373,7 @@ async fn the_status_page_shows_pending_parked_and_recent_events() {
     admin.wait_until_parked(parked).await;
     admin.wait_until_done(fine).await;
 
-    let status = testing::get_json(
+    let status = testkit::get_json(
         &admin.http,
         format!("{}/status.json", admin.service.address),
     )
@@ -427,7 +423,7 @@ async fn the_status_page_shows_pending_parked_and_recent_events() {
     assert!(metrics.contains("outbox_published_total"), "{metrics}");
     assert!(metrics.contains("outbox_publish_latency_seconds"));
 
-    let doc = testing::get_json(
+    let doc = testkit::get_json(
         &admin.http,
         format!("{}/openapi.json", admin.service.address),
     )

@@ -2,13 +2,14 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use outbox_processor::{
-    config::RelaySettings,
+use contracts::DomainEvent;
+use outbox::kafka::KafkaConfig;
+use outbox::{
+    relay::RelaySettings,
     relay::{BatchReport, Publishing, Relay},
 };
 use rdkafka::Message;
 use serde::{Deserialize, Serialize};
-use shared::{config::KafkaConfig, events::DomainEvent, testing};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -38,14 +39,14 @@ pub(crate) async fn write(pool: &PgPool, aggregate: &str, n: u32, padding: usize
         n,
         padding: "x".repeat(padding),
     };
-    let id = shared::outbox::write(
+    let id = outbox::write_in_tx(
         &mut tx,
         &event,
         Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
     )
     .await
     .unwrap();
-    shared::outbox::commit(tx, pool).await.unwrap();
+    outbox::commit(tx, pool).await.unwrap();
     id
 }
 
@@ -63,7 +64,7 @@ pub(crate) fn relay_with(pool: &PgPool, kafka: &KafkaConfig, settings: RelaySett
         pool.clone(),
         settings,
         Publishing::kafka(
-            shared::kafka::Publisher::new(shared::kafka::producer_config(kafka)).unwrap(),
+            outbox::kafka::Publisher::new(outbox::kafka::producer_config(kafka)).unwrap(),
             kafka.clone(),
         ),
     )
@@ -86,12 +87,12 @@ pub(crate) async fn published_within(
     expected: usize,
     wait: Duration,
 ) -> Vec<(String, u32)> {
-    testing::read_topic(kafka, &kafka.topic_for("clock"), expected, wait)
+    testkit::read_topic(kafka, &kafka.topic_for("clock"), expected, wait)
         .await
         .iter()
         .map(|m| {
             let key = String::from_utf8(m.key().unwrap().to_vec()).unwrap();
-            (key, testing::json(m)["n"].as_u64().unwrap() as u32)
+            (key, testkit::json(m)["n"].as_u64().unwrap() as u32)
         })
         .collect()
 }
@@ -147,8 +148,8 @@ fn assert_in_order_per_key(all: &[(String, u32)], per_aggregate: u32) {
 
 #[tokio::test]
 async fn publishes_with_key_headers_and_marks_rows_published() {
-    let (_, pool) = testing::fresh_outbox_database().await;
-    let kafka = testing::kafka();
+    let (_, pool) = testkit::fresh_outbox_database().await;
+    let kafka = testkit::kafka();
     let id = write(&pool, "agg-1", 1, 0).await;
 
     let report = relay(&pool, &kafka).relay_batch().await.unwrap();
@@ -164,18 +165,18 @@ async fn publishes_with_key_headers_and_marks_rows_published() {
         }
     );
     assert_eq!(unpublished(&pool).await, 0);
-    let messages = testing::read_topic(&kafka, &kafka.topic_for("clock"), 1, WAIT).await;
+    let messages = testkit::read_topic(&kafka, &kafka.topic_for("clock"), 1, WAIT).await;
     let m = &messages[0];
     assert_eq!(m.key(), Some(b"agg-1".as_slice()));
-    assert_eq!(testing::json(m)["n"], 1);
-    assert_eq!(testing::header(m, "id"), Some(id.to_string()));
-    assert_eq!(testing::header(m, "type").as_deref(), Some("Ticked"));
+    assert_eq!(testkit::json(m)["n"], 1);
+    assert_eq!(testkit::header(m, "id"), Some(id.to_string()));
+    assert_eq!(testkit::header(m, "type").as_deref(), Some("Ticked"));
     assert_eq!(
-        testing::header(m, "aggregatetype").as_deref(),
+        testkit::header(m, "aggregatetype").as_deref(),
         Some("clock")
     );
-    assert_eq!(testing::header(m, "aggregateid").as_deref(), Some("agg-1"));
-    assert!(testing::header(m, "traceparent")
+    assert_eq!(testkit::header(m, "aggregateid").as_deref(), Some("agg-1"));
+    assert!(testkit::header(m, "traceparent")
         .unwrap()
         .starts_with("00-4bf92f35"));
     // Nothing left: a second batch claims nothing and publishes nothing.
@@ -187,8 +188,8 @@ async fn publishes_with_key_headers_and_marks_rows_published() {
 
 #[tokio::test]
 async fn a_later_event_waits_while_an_earlier_one_of_its_aggregate_is_held_elsewhere() {
-    let (_, pool) = testing::fresh_outbox_database().await;
-    let kafka = testing::kafka();
+    let (_, pool) = testkit::fresh_outbox_database().await;
+    let kafka = testkit::kafka();
     let first = write(&pool, "a", 1, 0).await;
     write(&pool, "a", 2, 0).await;
     write(&pool, "b", 1, 0).await;
@@ -224,8 +225,8 @@ async fn a_later_event_waits_while_an_earlier_one_of_its_aggregate_is_held_elsew
 
 #[tokio::test]
 async fn two_relays_keep_order_per_aggregate_through_publish_failures() {
-    let (_, pool) = testing::fresh_outbox_database().await;
-    let kafka = testing::kafka();
+    let (_, pool) = testkit::fresh_outbox_database().await;
+    let kafka = testkit::kafka();
     let (aggregates, per_aggregate) = (10, 8);
     // A few events fail to publish until "fixed".
     write_interleaved(&pool, aggregates, per_aggregate, &[(3, 2), (7, 5), (7, 6)]).await;
@@ -273,15 +274,15 @@ async fn two_relays_keep_order_per_aggregate_through_publish_failures() {
 
 #[tokio::test]
 async fn a_stale_lease_is_taken_over_and_the_hung_relay_cannot_mark() {
-    let (url, pool) = testing::fresh_outbox_database().await;
-    let kafka = testing::kafka();
+    let (url, pool) = testkit::fresh_outbox_database().await;
+    let kafka = testkit::kafka();
     write(&pool, "a", 1, 0).await;
     write(&pool, "b", 1, 0).await;
     let settings = RelaySettings {
         lease: Duration::from_millis(1000),
         ..RelaySettings::default()
     };
-    let leased_pool = || shared::db::connect_lazy(&url, 2, settings.lease).unwrap();
+    let leased_pool = || outbox::db::connect_lazy(&url, 2, settings.lease).unwrap();
     let hung = relay_with(&leased_pool(), &kafka, settings.clone());
     let healthy = relay_with(&leased_pool(), &kafka, settings);
 
@@ -305,8 +306,8 @@ async fn a_stale_lease_is_taken_over_and_the_hung_relay_cannot_mark() {
 
 #[tokio::test]
 async fn retention_deletes_only_published_rows() {
-    let (_, pool) = testing::fresh_outbox_database().await;
-    let kafka = testing::kafka();
+    let (_, pool) = testkit::fresh_outbox_database().await;
+    let kafka = testkit::kafka();
     write(&pool, "a", 1, 0).await;
     write(&pool, "b", 1, 0).await;
     let parked = write(&pool, "c", 1, 2_000_000).await;
@@ -334,8 +335,8 @@ async fn retention_deletes_only_published_rows() {
 
 #[tokio::test]
 async fn a_failed_publish_is_recorded_and_its_aggregate_waits_while_others_go_on() {
-    let (_, pool) = testing::fresh_outbox_database().await;
-    let kafka = testing::kafka();
+    let (_, pool) = testkit::fresh_outbox_database().await;
+    let kafka = testkit::kafka();
     // Larger than the broker's default message size limit (1 MB): the send fails.
     let too_big = write(&pool, "a", 1, 2_000_000).await;
     write(&pool, "a", 2, 0).await;
@@ -376,8 +377,8 @@ async fn a_failed_publish_is_recorded_and_its_aggregate_waits_while_others_go_on
 
 #[tokio::test]
 async fn two_relays_share_a_backlog_without_duplicates_or_reordering() {
-    let (_, pool) = testing::fresh_outbox_database().await;
-    let kafka = testing::kafka();
+    let (_, pool) = testkit::fresh_outbox_database().await;
+    let kafka = testkit::kafka();
     let (aggregates, per_aggregate) = (20, 10);
     write_interleaved(&pool, aggregates, per_aggregate, &[]).await;
     let (one, two) = (relay(&pool, &kafka), relay(&pool, &kafka));
@@ -409,11 +410,11 @@ async fn two_relays_share_a_backlog_without_duplicates_or_reordering() {
 
 #[tokio::test]
 async fn a_row_committed_out_of_sequence_order_is_still_published() {
-    let (_, pool) = testing::fresh_outbox_database().await;
-    let kafka = testing::kafka();
+    let (_, pool) = testkit::fresh_outbox_database().await;
+    let kafka = testkit::kafka();
     // A long transaction takes its sequence number first and commits last.
     let mut straggler = pool.begin().await.unwrap();
-    shared::outbox::write(
+    outbox::write_in_tx(
         &mut straggler,
         &Ticked {
             aggregate: "slow".into(),
@@ -445,8 +446,8 @@ async fn a_row_committed_out_of_sequence_order_is_still_published() {
 
 #[tokio::test]
 async fn a_pipelined_relay_keeps_order_per_aggregate_through_publish_failures() {
-    let (_, pool) = testing::fresh_outbox_database().await;
-    let kafka = testing::kafka();
+    let (_, pool) = testkit::fresh_outbox_database().await;
+    let kafka = testkit::kafka();
     let (aggregates, per_aggregate) = (12, 10);
     // Two events fail until the operator fixes them.
     write_interleaved(&pool, aggregates, per_aggregate, &[(2, 3), (9, 7)]).await;
@@ -462,7 +463,7 @@ async fn a_pipelined_relay_keeps_order_per_aggregate_through_publish_failures() 
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
     let running = tokio::spawn(relay_with(&pool, &kafka, settings).run(shutdown.clone()));
-    let failed = testing::eventually(WAIT, || async {
+    let failed = testkit::eventually(WAIT, || async {
         let failed: i64 = sqlx::query_scalar("select count(*) from outbox where attempts > 1")
             .fetch_one(&pool)
             .await
@@ -472,7 +473,7 @@ async fn a_pipelined_relay_keeps_order_per_aggregate_through_publish_failures() 
     .await;
     assert!(failed.is_some(), "the injected failures happened");
     fix_broken(&pool).await;
-    let drained = testing::eventually(WAIT, || async {
+    let drained = testkit::eventually(WAIT, || async {
         (unpublished(&pool).await == 0).then_some(())
     })
     .await;

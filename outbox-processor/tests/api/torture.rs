@@ -27,11 +27,13 @@ use std::{
     time::Duration,
 };
 
-use outbox_processor::{
-    admin,
-    broker::{Outgoing, SendError},
-    config::RelaySettings,
+use contracts::DomainEvent;
+use outbox::kafka::KafkaConfig;
+use outbox::relay::admin::{self, Acted};
+use outbox::{
     relay::Relay,
+    relay::RelaySettings,
+    relay::{Outgoing, SendError},
 };
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rdkafka::{
@@ -40,7 +42,6 @@ use rdkafka::{
     ClientConfig, Message, Offset, TopicPartitionList,
 };
 use serde::{Deserialize, Serialize};
-use shared::{config::KafkaConfig, events::DomainEvent, testing};
 use sqlx::PgPool;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -163,8 +164,8 @@ fn env_u64(name: &str) -> Option<u64> {
 }
 
 async fn round(seed: u64, writing: Duration) -> Counts {
-    let (url, pool) = testing::fresh_outbox_database().await;
-    let kafka = testing::kafka();
+    let (url, pool) = testkit::fresh_outbox_database().await;
+    let kafka = testkit::kafka();
     let mut rng = StdRng::seed_from_u64(seed);
     let chaos = Arc::new(Mutex::new(Chaos {
         rng: StdRng::seed_from_u64(rng.random()),
@@ -210,7 +211,7 @@ async fn round(seed: u64, writing: Duration) -> Counts {
         let (faulty, kafka, settings) = (faulty.clone(), kafka.clone(), settings.clone());
         async move {
             // As the relay's own pool: the lease is the claim's idle-in-transaction timeout.
-            let pool = shared::db::connect_lazy(&url, 8, settings.lease).expect("relay pool");
+            let pool = outbox::db::connect_lazy(&url, 8, settings.lease).expect("relay pool");
             let relay = Relay::new("torture".into(), pool, settings, faulty.publishing(&kafka));
             let shutdown = CancellationToken::new();
             (shutdown.clone(), tokio::spawn(relay.run(shutdown)))
@@ -314,7 +315,7 @@ async fn round(seed: u64, writing: Duration) -> Counts {
         (topic == forbidden)
             .then(|| Injected::Fail(SendError::event("injected: topic refused by policy")))
     });
-    let drained = testing::eventually(Duration::from_secs(30), || async {
+    let drained = testkit::eventually(Duration::from_secs(30), || async {
         (publishable(&pool).await == 0).then_some(())
     })
     .await;
@@ -364,13 +365,13 @@ async fn write<E: DomainEvent>(pool: &PgPool, event: &E, hold: Option<Duration>)
         .execute(&mut *tx)
         .await
         .expect("aggregate lock");
-    let id = shared::outbox::write(&mut tx, event, None)
+    let id = outbox::write_in_tx(&mut tx, event, None)
         .await
         .expect("outbox write");
     if let Some(hold) = hold {
         tokio::time::sleep(hold).await;
     }
-    shared::outbox::commit(tx, pool).await.expect("commit");
+    outbox::commit(tx, pool).await.expect("commit");
     id
 }
 
@@ -385,9 +386,11 @@ async fn operate(pool: &PgPool, rng: &mut StdRng) -> u64 {
     let mut retried = 0;
     for id in parked {
         match rng.random_range(0..10) {
-            0..=4 => retried += admin::retry(pool, id).await.expect("retry"),
+            0..=4 => {
+                retried += u64::from(admin::retry(pool, id).await.expect("retry") == Acted::Done)
+            }
             5..=7 => {
-                admin::skip(pool, id).await.expect("skip");
+                let _ = admin::skip(pool, id).await.expect("skip");
             }
             _ => {}
         }
@@ -500,7 +503,7 @@ async fn check_broker(seed: u64, pool: &PgPool, kafka: &KafkaConfig, counts: &mu
     let mut firsts: HashMap<&str, Vec<&Row>> = HashMap::new();
     let mut seen: HashSet<Uuid> = HashSet::new();
     for message in &messages {
-        let id: Uuid = testing::header(message, "id")
+        let id: Uuid = testkit::header(message, "id")
             .and_then(|id| id.parse().ok())
             .expect("id header");
         let row: &Row = by_id

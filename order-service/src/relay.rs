@@ -1,0 +1,44 @@
+//! The relay inside order-service (`RELAY_EMBEDDED=true`): the design memo's first step, a
+//! poller in the service that writes the events, kept behind this one module so that it can be
+//! moved out to `outbox-processor` by switching a variable.
+//!
+//! It is the `outbox` crate's relay, the same code the standalone relay runs, with the same
+//! guarantees: claims under row locks with a lease, order per aggregate, pauses during a broker
+//! outage, parking. Its metrics (`outbox_*`) are on this service's `/metrics`. It publishes
+//! this service's own database only; inventory's outbox still needs a relay of its own.
+
+use outbox::{
+    kafka::{KafkaConfig, Publisher},
+    relay::{Publishing, Relay, RelaySettings},
+};
+use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
+
+/// How long the producer may take at shutdown to hand over what it still has queued.
+const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+pub struct EmbeddedRelay {
+    relay: Relay,
+    publisher: Publisher,
+}
+
+impl EmbeddedRelay {
+    /// A relay for the database at `url`, with a producer and a pool of its own.
+    pub fn build(
+        url: &SecretString,
+        kafka: &KafkaConfig,
+        settings: RelaySettings,
+    ) -> Result<Self, service_kit::StartupError> {
+        let publisher = Publisher::for_relay(kafka, &settings)?;
+        let publishing = Publishing::kafka(publisher.clone(), kafka.clone());
+        let relay = Relay::connect("orders", url, settings, publishing)?;
+        Ok(Self { relay, publisher })
+    }
+
+    /// Relays until `shutdown`, then finishes the batch in hand and flushes the producer.
+    pub async fn run(self, shutdown: CancellationToken) {
+        tracing::info!("relay embedded: this process publishes its own outbox");
+        self.relay.start(&shutdown).stopped().await;
+        self.publisher.flush(FLUSH_TIMEOUT).await;
+    }
+}

@@ -1,0 +1,78 @@
+//! The outbox added to an axum + sqlx handler, with the relay in the same process. With the
+//! local stack up: `cargo run -p outbox --example axum_handler`, then
+//! `curl localhost:3000/signups -H 'content-type: application/json' -d '{"user_id":"018f0000-0000-7000-8000-000000000001","email":"a@b.c"}'`.
+use axum::{extract::State, http::StatusCode, routing::post, Json, Router};
+use outbox::{
+    kafka::{KafkaConfig, Publisher},
+    relay::{Publishing, Relay, RelaySettings},
+    DomainEvent,
+};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// 1. An event: a fact about an aggregate, whose id becomes the message key.
+#[derive(Serialize, Deserialize)]
+struct UserSignedUp {
+    user_id: Uuid,
+    email: String,
+}
+
+impl DomainEvent for UserSignedUp {
+    const TYPE: &'static str = "UserSignedUp";
+    const AGGREGATE_TYPE: &'static str = "user"; // published to topic outbox.event.user
+    fn aggregate_id(&self) -> String {
+        self.user_id.to_string()
+    }
+}
+
+/// 2. The handler writes its row and the event in one transaction, and never calls a broker.
+async fn sign_up(State(db): State<PgPool>, Json(event): Json<UserSignedUp>) -> StatusCode {
+    let written = async {
+        let mut tx = db.begin().await?;
+        sqlx::query("insert into users (id, email) values ($1, $2)")
+            .bind(event.user_id)
+            .bind(&event.email)
+            .execute(&mut *tx)
+            .await?;
+        outbox::write_in_tx(&mut tx, &event, None).await?;
+        outbox::commit(tx, &db).await // commits, then wakes the relay
+    };
+    match written.await {
+        Ok(()) => StatusCode::CREATED,
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let url = outbox::config::secret("DATABASE_URL", "postgres://postgres@127.0.0.1/postgres");
+    let db = outbox::db::connect(&url, 5).await?;
+    outbox::db::migrate_outbox(&db).await?; // 3. the outbox table next to your own
+    sqlx::query("create table if not exists users (id uuid primary key, email text)")
+        .execute(&db)
+        .await?;
+
+    // 4. The relay: claims rows, publishes them, marks them published, in order per aggregate.
+    let (kafka, settings) = (KafkaConfig::from_env()?, RelaySettings::from_env()?);
+    let publisher = Publisher::for_relay(&kafka, &settings)?;
+    let relay = Relay::connect("app", &url, settings, Publishing::kafka(publisher, kafka))?;
+    let shutdown = CancellationToken::new();
+    let running = relay.start(&shutdown);
+
+    let app = Router::new()
+        .route("/signups", post(sign_up))
+        .with_state(db);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+    let stop = shutdown.clone();
+    let ctrl_c = async move {
+        tokio::signal::ctrl_c().await.ok();
+        stop.cancel();
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(ctrl_c)
+        .await?;
+    running.stopped().await; // the batch in hand is marked before the process exits
+    Ok(())
+}

@@ -1,0 +1,154 @@
+//! What an operator can do about parked events, as library calls: list them, retry them after
+//! a fix, or skip one. The shop's relay serves these over HTTP (`/admin/*`); a service that
+//! embeds the relay can call them from its own admin surface.
+//!
+//! A parked event blocks the later events of its aggregate (publishing them would break the
+//! order), so these are the only ways forward: **retry** (the row is due again at once, its
+//! attempt count reset) or **skip** (the row is kept with `skipped_at`, never published, and its
+//! aggregate goes on). Every statement acts only on a row that is parked and neither published
+//! nor skipped since (`parked_at is not null and published_at is null and skipped_at is null`),
+//! so none can touch a row the others would not. Each statement is written out whole, so that
+//! what runs is what is read.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// A parked event, as an operator sees it.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ParkedEvent {
+    /// The relay's name for the database the event is in.
+    #[sqlx(default)]
+    pub database: String,
+    pub id: Uuid,
+    #[sqlx(rename = "type")]
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub aggregatetype: String,
+    pub aggregateid: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub parked_at: Option<DateTime<Utc>>,
+}
+
+/// Which parked events a list or a bulk retry takes; every field narrows, none means all. An
+/// empty time range (`parked_from` not before `parked_to`) takes nothing.
+#[derive(Debug, Clone, Default)]
+pub struct ParkedFilter {
+    /// Only events whose last error contains this text (case-sensitive).
+    pub error: Option<String>,
+    /// Only events parked at or after this time.
+    pub parked_from: Option<DateTime<Utc>>,
+    /// Only events parked before this time.
+    pub parked_to: Option<DateTime<Utc>>,
+}
+
+/// What became of a request to retry or skip one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Acted {
+    /// Done: the event is due again (retry) or will never be published (skip).
+    Done,
+    /// No parked event has this id (never parked, or published, skipped or retried since).
+    NotParked,
+}
+
+impl Acted {
+    fn of(rows_affected: u64) -> Self {
+        if rows_affected == 0 {
+            Self::NotParked
+        } else {
+            Self::Done
+        }
+    }
+}
+
+/// The parked events of the database behind `pool` that `filter` takes, oldest first, each
+/// labelled with `database`.
+pub async fn parked(
+    pool: &PgPool,
+    database: &str,
+    filter: &ParkedFilter,
+) -> Result<Vec<ParkedEvent>, sqlx::Error> {
+    let mut events: Vec<ParkedEvent> = sqlx::query_as(
+        "select id, type, aggregatetype, aggregateid, attempts, last_error, created_at, parked_at
+         from outbox
+         where parked_at is not null and published_at is null and skipped_at is null
+           and (position($1 in coalesce(last_error, '')) > 0 or $1 is null)
+           and ($2::timestamptz is null or parked_at >= $2)
+           and ($3::timestamptz is null or parked_at < $3)
+         order by seq",
+    )
+    .bind(&filter.error)
+    .bind(filter.parked_from)
+    .bind(filter.parked_to)
+    .fetch_all(pool)
+    .await?;
+    for e in &mut events {
+        e.database = database.to_owned();
+    }
+    Ok(events)
+}
+
+/// Every parked event `filter` takes is due again at once, attempts reset; how many. Each
+/// aggregate's events still go out in order: the relay claims them by `seq`.
+pub async fn retry_parked(pool: &PgPool, filter: &ParkedFilter) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "update outbox set parked_at = null, attempts = 0, next_attempt_at = null
+         where parked_at is not null and published_at is null and skipped_at is null
+           and (position($1 in coalesce(last_error, '')) > 0 or $1 is null)
+           and ($2::timestamptz is null or parked_at >= $2)
+           and ($3::timestamptz is null or parked_at < $3)",
+    )
+    .bind(&filter.error)
+    .bind(filter.parked_from)
+    .bind(filter.parked_to)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Every parked event of one aggregate is due again at once; how many.
+pub async fn retry_aggregate(
+    pool: &PgPool,
+    aggregatetype: &str,
+    aggregateid: &str,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "update outbox set parked_at = null, attempts = 0, next_attempt_at = null
+         where aggregatetype = $1 and aggregateid = $2
+           and parked_at is not null and published_at is null and skipped_at is null",
+    )
+    .bind(aggregatetype)
+    .bind(aggregateid)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Retries the event `id` if it is parked: due again now, attempts reset.
+pub async fn retry(pool: &PgPool, id: Uuid) -> Result<Acted, sqlx::Error> {
+    let done = sqlx::query(
+        "update outbox set parked_at = null, attempts = 0, next_attempt_at = null
+         where id = $1 and parked_at is not null and published_at is null and skipped_at is null",
+    )
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(Acted::of(done.rows_affected()))
+}
+
+/// Skips the event `id` if it is parked: never published, no longer blocking its aggregate. It
+/// stays in the table (until retention) for the record.
+pub async fn skip(pool: &PgPool, id: Uuid) -> Result<Acted, sqlx::Error> {
+    let done = sqlx::query(
+        "update outbox set skipped_at = now()
+         where id = $1 and parked_at is not null and published_at is null and skipped_at is null",
+    )
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(Acted::of(done.rows_affected()))
+}

@@ -1,0 +1,233 @@
+//! The processes a benchmark runs or watches: our release binaries as children, and the
+//! servers of the local stack, found by name, for what they cost in CPU and memory.
+
+use std::{collections::HashMap, path::PathBuf, process::Stdio, time::Duration, time::Instant};
+
+use tokio::process::{Child, Command};
+use uuid::Uuid;
+
+/// A binary built next to this one (`cargo build --release --workspace --bins`).
+pub fn binary(name: &str) -> PathBuf {
+    let path = std::env::current_exe()
+        .expect("own path")
+        .with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --release --workspace --bins` first",
+        path.display()
+    );
+    path
+}
+
+/// Starts a service. Its log is dropped unless `BENCH_LOGS` names a directory to keep it in
+/// (`<service>-<uuid>.log`); `BENCH_RUST_LOG` overrides the services' log filter, e.g.
+/// `outbox_processor=debug` for the relay's per-batch timings.
+pub fn spawn(name: &str, env: &[(&str, String)]) -> Child {
+    let filter = std::env::var("BENCH_RUST_LOG").ok().unwrap_or_else(|| {
+        env.iter()
+            .find(|(k, _)| *k == "RUST_LOG")
+            .map_or("warn", |(_, v)| v.as_str())
+            .to_owned()
+    });
+    let (stdout, log) = match std::env::var_os("BENCH_LOGS").map(PathBuf::from) {
+        Some(dir) => {
+            let path = dir.join(format!("{name}-{}.log", Uuid::new_v4().simple()));
+            let file = std::fs::File::create(&path).expect("BENCH_LOGS: cannot create log");
+            (Stdio::from(file), Some(path))
+        }
+        None => (Stdio::null(), None),
+    };
+    let child = Command::new(binary(name))
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("RUST_LOG", filter)
+        .stdout(stdout)
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn service");
+    if let Some(path) = log {
+        eprintln!("  {name} logs to {}", path.display());
+    }
+    child
+}
+
+pub async fn wait_healthy(base: &str) {
+    let client = reqwest::Client::new();
+    testkit::eventually(Duration::from_secs(30), || async {
+        let r = client.get(format!("{base}/health")).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("{base} did not become healthy"));
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Peak resident set size of a process, from /proc (kB).
+pub fn peak_rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// CPU time a process has used so far (user + system), from `/proc/<pid>/stat`.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after its ')' are fixed.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_secs_f64(
+        (utime + stime) as f64 / clock_ticks_per_second(),
+    ))
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf only reads a constant of the running system.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as f64
+    } else {
+        100.0
+    }
+}
+
+/// The pids of running processes whose command line contains `needle` in its program name
+/// (first word, or the script a Python interpreter runs).
+pub fn pids_named(needle: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .ok()
+                .is_some_and(|cmd| {
+                    cmd.split(|b| *b == 0)
+                        .take(2)
+                        .filter_map(|w| std::str::from_utf8(w).ok())
+                        .any(|w| w.rsplit('/').next().is_some_and(|n| n.contains(needle)))
+                })
+        })
+        .collect()
+}
+
+/// A named group of processes whose CPU use is watched: one service, or a server with all its
+/// processes (PostgreSQL's backends).
+#[derive(Debug, Clone)]
+pub enum Watched {
+    Pid(u32),
+    /// Every process whose program name contains this; processes that start while it is
+    /// watched are counted from their start.
+    Named(&'static str),
+}
+
+/// CPU use of several processes over a window, as a share of one core.
+pub struct CpuMeter {
+    watched: Vec<(String, Watched)>,
+    started: Instant,
+    before: Vec<HashMap<u32, Duration>>,
+}
+
+impl CpuMeter {
+    pub fn start(watched: Vec<(String, Watched)>) -> Self {
+        let before = watched.iter().map(|(_, w)| snapshot(w)).collect();
+        Self {
+            watched,
+            started: Instant::now(),
+            before,
+        }
+    }
+
+    /// Per watched group: its CPU time in the window divided by the window (1.0 = one core).
+    /// Groups with no process at all (a server on another machine) are left out.
+    pub fn stop(self) -> Vec<(String, f64)> {
+        let window = self.started.elapsed().as_secs_f64();
+        self.watched
+            .into_iter()
+            .zip(self.before)
+            .filter_map(|((label, w), before)| {
+                let after = snapshot(&w);
+                if after.is_empty() && before.is_empty() {
+                    return None;
+                }
+                let used: f64 = after
+                    .iter()
+                    .map(|(pid, t)| {
+                        let from = before.get(pid).copied().unwrap_or_default();
+                        t.saturating_sub(from).as_secs_f64()
+                    })
+                    .sum();
+                Some((label, used / window))
+            })
+            .collect()
+    }
+}
+
+fn snapshot(watched: &Watched) -> HashMap<u32, Duration> {
+    let pids = match watched {
+        Watched::Pid(pid) => vec![*pid],
+        Watched::Named(name) => pids_named(name),
+    };
+    pids.into_iter()
+        .filter_map(|pid| Some((pid, cpu_time(pid)?)))
+        .collect()
+}
+
+/// The Kafka-protocol broker running on this machine, by program name.
+pub fn broker_name() -> &'static str {
+    ["nisshi", "tansu"]
+        .into_iter()
+        .find(|name| !pids_named(name).is_empty())
+        .unwrap_or("a broker not on this machine")
+}
+
+/// The servers of the local stack, by program name: what else runs while we measure. The
+/// broker comes first.
+pub fn servers() -> Vec<(String, Watched)> {
+    let broker = broker_name();
+    vec![
+        (format!("broker ({broker})"), Watched::Named(broker)),
+        (
+            "PostgreSQL (all backends)".into(),
+            Watched::Named("postgres"),
+        ),
+        ("SecantusDB".into(), Watched::Named("secantusd")),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_cpu_time_grows_with_work() {
+        let pid = std::process::id();
+        let before = cpu_time(pid).expect("own /proc stat");
+        let mut x = 0u64;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_millis(300) {
+            x = x.wrapping_mul(31).wrapping_add(7);
+        }
+        std::hint::black_box(x);
+        let after = cpu_time(pid).expect("own /proc stat");
+        assert!(
+            after - before >= Duration::from_millis(100),
+            "{before:?} -> {after:?}"
+        );
+        // The test binary is `bench-<hash>`.
+        assert!(pids_named("bench").contains(&pid));
+    }
+}

@@ -1,0 +1,407 @@
+//! The verifier: reads every database and topic of the system and checks, after the fact,
+//! that no event was lost and none was applied twice.
+//!
+//! It is what the failure lab and the chaos demo end with. The invariants:
+//! 1. every order has exactly one `OrderPlaced`, applied by inventory exactly once (one inbox
+//!    record, one answer: `StockReserved` or `StockRejected`);
+//! 2. the order's status matches that answer, and order-service recorded the answer once;
+//! 3. every confirmed order has exactly one invoice, with the order's total; a rejected
+//!    order has none; no invoice belongs to an unknown order;
+//! 4. stock: `on_hand + reserved = received` and `reserved` = the sum of the reservations;
+//! 5. on every topic, the first delivery of each event of one key comes in the order the
+//!    events were written (event ids are UUIDv7, so written order is id order);
+//!    later re-deliveries are counted as "duplicates delivered", which is allowed.
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
+
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Document};
+use outbox::kafka::KafkaConfig;
+use rdkafka::{
+    consumer::{BaseConsumer, Consumer},
+    message::Headers,
+    ClientConfig, Message, Offset, TopicPartitionList,
+};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("mongodb: {0}")]
+    Mongo(#[from] mongodb::error::Error),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+}
+
+/// Where to look.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    pub orders: SecretString,
+    pub inventory: SecretString,
+    pub mongodb_uri: SecretString,
+    pub mongodb_database: String,
+    pub kafka: KafkaConfig,
+    /// How long to wait for the system to settle (no pending order, empty outboxes).
+    pub settle: Duration,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub orders: u64,
+    pub confirmed: u64,
+    pub rejected: u64,
+    pub pending: u64,
+    pub order_placed_applied: u64,
+    pub invoices: u64,
+    pub messages: u64,
+    pub duplicates_delivered: u64,
+    pub duplicates_applied: u64,
+    pub dead_letters: u64,
+    pub violations: Vec<String>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    fn violation(&mut self, text: String) {
+        // A broken system can break every order; the first ones say enough.
+        if self.violations.len() < 50 {
+            self.violations.push(text);
+        }
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "orders                 {} ({} confirmed, {} rejected, {} pending)",
+            self.orders, self.confirmed, self.rejected, self.pending
+        )?;
+        writeln!(f, "OrderPlaced applied    {}", self.order_placed_applied)?;
+        writeln!(f, "invoices               {}", self.invoices)?;
+        writeln!(f, "messages on topics     {}", self.messages)?;
+        writeln!(
+            f,
+            "duplicates delivered   {} (allowed: at least once)",
+            self.duplicates_delivered
+        )?;
+        writeln!(f, "duplicates applied     {}", self.duplicates_applied)?;
+        writeln!(f, "dead letters           {}", self.dead_letters)?;
+        if self.ok() {
+            writeln!(
+                f,
+                "verdict                OK: nothing lost, nothing applied twice, order kept"
+            )
+        } else {
+            writeln!(
+                f,
+                "verdict                {} VIOLATION(S):",
+                self.violations.len()
+            )?;
+            for v in &self.violations {
+                writeln!(f, "  - {v}")?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Waits for the system to settle, then checks every invariant. The system is eventually
+/// consistent (a consumer may still be catching up after a restart), so a failed check is
+/// repeated until `settle` has passed; only then does a violation stand.
+pub async fn verify(sources: &Sources) -> Result<Report, VerifyError> {
+    let orders = outbox::db::connect(&sources.orders, 2).await?;
+    let inventory = outbox::db::connect(&sources.inventory, 2).await?;
+    let deadline = tokio::time::Instant::now() + sources.settle;
+    settle(&orders, &inventory, sources.settle).await?;
+    loop {
+        let report = check(sources, &orders, &inventory).await?;
+        if report.ok() || tokio::time::Instant::now() >= deadline {
+            return Ok(report);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn check(
+    sources: &Sources,
+    orders: &PgPool,
+    inventory: &PgPool,
+) -> Result<Report, VerifyError> {
+    let mut report = Report::default();
+
+    // 1 and 2: every order, its OrderPlaced, inventory's answer, the final status.
+    let all: Vec<(Uuid, String, Option<i64>)> =
+        sqlx::query_as("select id, status, total_cents from orders")
+            .fetch_all(orders)
+            .await?;
+    let placed: HashMap<String, Vec<Uuid>> = group(
+        sqlx::query_as("select aggregateid, id from outbox where type = 'OrderPlaced'")
+            .fetch_all(orders)
+            .await?,
+    );
+    let applied_by_inventory: HashSet<Uuid> = sqlx::query_scalar(
+        "select event_id from processed_events where consumer = 'inventory-service' and event_type = 'OrderPlaced'",
+    )
+    .fetch_all(inventory)
+    .await?
+    .into_iter()
+    .collect();
+    let answers: HashMap<String, Vec<(Uuid, String)>> = group(
+        sqlx::query_as::<_, (String, Uuid, String)>(
+            "select aggregateid, id, type from outbox where type in ('StockReserved', 'StockRejected')",
+        )
+        .fetch_all(inventory)
+        .await?
+        .into_iter()
+        .map(|(order, id, kind)| (order, (id, kind)))
+        .collect(),
+    );
+    let applied_by_orders: HashSet<Uuid> = sqlx::query_scalar(
+        "select event_id from processed_events where consumer = 'order-service'",
+    )
+    .fetch_all(orders)
+    .await?
+    .into_iter()
+    .collect();
+    let invoices = invoices(sources).await?;
+    report.invoices = invoices.values().map(|v| v.len() as u64).sum();
+
+    let mut order_ids = HashSet::new();
+    for (id, status, total) in &all {
+        let key = id.to_string();
+        order_ids.insert(key.clone());
+        report.orders += 1;
+        match status.as_str() {
+            "CONFIRMED" => report.confirmed += 1,
+            "REJECTED" => report.rejected += 1,
+            _ => report.pending += 1,
+        }
+        let events = placed.get(&key).map(Vec::as_slice).unwrap_or_default();
+        if events.len() != 1 {
+            report.violation(format!(
+                "order {id}: {} OrderPlaced events in its outbox, expected 1",
+                events.len()
+            ));
+        }
+        for e in events {
+            if applied_by_inventory.contains(e) {
+                report.order_placed_applied += 1;
+            } else {
+                report.violation(format!(
+                    "order {id}: OrderPlaced {e} was never applied by inventory (lost)"
+                ));
+            }
+        }
+        let answer = answers.get(&key).map(Vec::as_slice).unwrap_or_default();
+        if answer.len() > 1 {
+            report.duplicates_applied += answer.len() as u64 - 1;
+            report.violation(format!(
+                "order {id}: inventory answered {} times (applied twice)",
+                answer.len()
+            ));
+        }
+        let expected_status = match answer.first().map(|(_, kind)| kind.as_str()) {
+            Some("StockReserved") => "CONFIRMED",
+            Some(_) => "REJECTED",
+            None => {
+                report.violation(format!("order {id}: no answer from inventory (lost)"));
+                continue;
+            }
+        };
+        if status != expected_status {
+            report.violation(format!(
+                "order {id} is {status}, but inventory answered {}",
+                answer[0].1
+            ));
+        }
+        if !applied_by_orders.contains(&answer[0].0) {
+            report.violation(format!(
+                "order {id}: inventory's answer {} never applied by order-service",
+                answer[0].0
+            ));
+        }
+        // 3: invoices.
+        let invoiced = invoices.get(&key).map(Vec::as_slice).unwrap_or_default();
+        match (status.as_str(), invoiced) {
+            ("CONFIRMED", [one]) if Some(*one) != *total => {
+                report.violation(format!(
+                    "order {id}: invoice total {one} differs from order total {total:?}"
+                ));
+            }
+            ("CONFIRMED", [_]) => {}
+            ("CONFIRMED", []) => {
+                report.violation(format!("order {id} is confirmed but has no invoice (lost)"))
+            }
+            ("CONFIRMED", many) => {
+                report.duplicates_applied += many.len() as u64 - 1;
+                report.violation(format!(
+                    "order {id} has {} invoices (applied twice)",
+                    many.len()
+                ));
+            }
+            (_, []) => {}
+            (other, _) => report.violation(format!("order {id} is {other} but has an invoice")),
+        }
+    }
+    for order in invoices.keys().filter(|o| !order_ids.contains(*o)) {
+        report.violation(format!("invoice for unknown order {order}"));
+    }
+
+    // 4: stock.
+    let stock: Vec<(String, i32, i32, i32, Option<i64>)> = sqlx::query_as(
+        "select p.sku, p.on_hand, p.reserved, p.received, (select sum(quantity) from reservations r where r.sku = p.sku)
+         from products p",
+    )
+    .fetch_all(inventory)
+    .await?;
+    for (sku, on_hand, reserved, received, reservations) in stock {
+        if on_hand + reserved != received {
+            report.violation(format!(
+                "{sku}: on_hand {on_hand} + reserved {reserved} != received {received}"
+            ));
+        }
+        if i64::from(reserved) != reservations.unwrap_or(0) {
+            report.violation(format!(
+                "{sku}: reserved {reserved} != sum of reservations {reservations:?}"
+            ));
+        }
+    }
+
+    // 5: the topics.
+    for aggregate in [contracts::ORDER, contracts::RESERVATION] {
+        let topic = sources.kafka.topic_for(aggregate);
+        check_topic(&sources.kafka, &topic, &mut report)?;
+    }
+    for consumer in ["order-service", "inventory-service", "invoice-service"] {
+        let topic = sources.kafka.dead_letter_topic(consumer);
+        report.dead_letters += read_all(&sources.kafka, &topic)?.len() as u64;
+    }
+    Ok(report)
+}
+
+/// Waits until no order is pending and both outboxes are drained, or `timeout` passes.
+async fn settle(orders: &PgPool, inventory: &PgPool, timeout: Duration) -> Result<(), sqlx::Error> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let pending = "select count(*) from outbox where published_at is null and skipped_at is null";
+    loop {
+        let open: i64 = sqlx::query_scalar("select count(*) from orders where status = 'PENDING'")
+            .fetch_one(orders)
+            .await?;
+        let a: i64 = sqlx::query_scalar(pending).fetch_one(orders).await?;
+        let b: i64 = sqlx::query_scalar(pending).fetch_one(inventory).await?;
+        if open + a + b == 0 || tokio::time::Instant::now() >= deadline {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Invoice totals per order id.
+async fn invoices(sources: &Sources) -> Result<HashMap<String, Vec<i64>>, VerifyError> {
+    let client = mongodb::Client::with_uri_str(sources.mongodb_uri.expose_secret()).await?;
+    let docs: Vec<Document> = client
+        .database(&sources.mongodb_database)
+        .collection::<Document>("invoices")
+        .find(doc! {})
+        .await?
+        .try_collect()
+        .await?;
+    let mut out: HashMap<String, Vec<i64>> = HashMap::new();
+    for d in docs {
+        let order = d.get_str("order_id").unwrap_or_default().to_owned();
+        let total = d.get_i64("total_cents").unwrap_or(-1);
+        out.entry(order).or_default().push(total);
+    }
+    Ok(out)
+}
+
+fn check_topic(kafka: &KafkaConfig, topic: &str, report: &mut Report) -> Result<(), VerifyError> {
+    let messages = read_all(kafka, topic)?;
+    let mut seen: HashSet<Uuid> = HashSet::new();
+    let mut last_per_key: HashMap<Vec<u8>, Uuid> = HashMap::new();
+    for (key, id) in messages {
+        report.messages += 1;
+        let Some(id) = id else {
+            report.violation(format!("{topic}: a message without an id header"));
+            continue;
+        };
+        if !seen.insert(id) {
+            report.duplicates_delivered += 1;
+            continue;
+        }
+        if let Some(previous) = last_per_key.insert(key.clone(), id) {
+            if previous > id {
+                report.violation(format!(
+                    "{topic}: key {} delivered {id} after the later event {previous} (order broken)",
+                    String::from_utf8_lossy(&key)
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A message as the verifier sees it: its key and its `id` header.
+type Delivery = (Vec<u8>, Option<Uuid>);
+
+/// (key, id header) of every message of `topic`, partition by partition, up to the end.
+fn read_all(kafka: &KafkaConfig, topic: &str) -> Result<Vec<Delivery>, VerifyError> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("group.id", format!("verify-{}", Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut out = Vec::new();
+    for partition in partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
+        if high <= low {
+            continue;
+        }
+        let mut assignment = TopicPartitionList::new();
+        assignment.add_partition_offset(topic, partition, Offset::Offset(low))?;
+        consumer.assign(&assignment)?;
+        let mut next = low;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while next < high && std::time::Instant::now() < deadline {
+            let Some(message) = consumer.poll(Duration::from_millis(500)) else {
+                continue;
+            };
+            let message = message?;
+            next = message.offset() + 1;
+            let id = message.headers().and_then(|h| {
+                h.iter()
+                    .find(|x| x.key == outbox::envelope::header::ID)
+                    .and_then(|x| x.value)
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .and_then(|v| Uuid::parse_str(v.trim_matches('"')).ok())
+            });
+            out.push((message.key().unwrap_or_default().to_vec(), id));
+        }
+    }
+    Ok(out)
+}
+
+fn group<K: std::hash::Hash + Eq, V>(pairs: Vec<(K, V)>) -> HashMap<K, Vec<V>> {
+    let mut out: HashMap<K, Vec<V>> = HashMap::new();
+    for (k, v) in pairs {
+        out.entry(k).or_default().push(v);
+    }
+    out
+}
