@@ -25,7 +25,8 @@
 //!    event and records its id in the **inbox** ([`inbox::record`]) in one transaction, so a
 //!    redelivered event is recognised ([`inbox::Recorded::Duplicate`]) and not applied twice.
 //!    The consumer loop for Kafka (feature `kafka`, on by default: [`kafka::run_consumer`])
-//!    commits an offset only after its message was handled, and dead-letters what can never be.
+//!    commits an offset only after its message was handled, and dead-letters what can never be;
+//!    the one for NATS JetStream (feature `nats`) acknowledges the same way.
 //!
 //! The rest is support: [`envelope`] (what a consumer reads out of a message), [`backoff`],
 //! [`config`] (settings from the environment), [`db`] (pools and migrations) and [`trace`]
@@ -34,6 +35,8 @@
 //! ## Features
 //! - `kafka` (default): the Kafka publisher, the relay's Kafka broker and the consumer loop,
 //!   on rdkafka.
+//! - `nats`: NATS JetStream instead or as well: the relay's `nats::NatsBroker` (with the
+//!   broker's de-duplication by event id) and a consumer loop for the same handlers.
 //! - `openapi`: OpenAPI schemas (utoipa) for the relay's status types.
 //!
 //! The crate has no web framework and no application types: the shop in this repository
@@ -48,6 +51,8 @@ pub mod handler;
 pub mod inbox;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod relay;
 pub mod topics;
 pub mod trace;
