@@ -41,6 +41,7 @@ load_start() {
 load_wait() { wait "$LOAD_PID" 2>/dev/null || true; }
 
 load_stop() {
+  [[ -n ${LOAD_PID:-} ]] || return 0
   kill "$LOAD_PID" 2>/dev/null || true
   wait "$LOAD_PID" 2>/dev/null || true
 }
@@ -169,11 +170,14 @@ lab_relay() {
 #     when its elected leader dies before the group has synced (README, The local broker). So
 #     each kill waits until the revived order-service owns its partitions again.
 relay_mode() { # true|false: restart order-service and the relay in that mode
+  # Never leave the group while it is joining (that wedges it too): settle first.
+  wait_group_settled order-service
   RELAY_EMBEDDED=$1
   stop_component order-service
   stop_component outbox-processor
   start_service order-service
   start_service outbox-processor
+  wait_group_settled order-service
 }
 
 wait_group_settled() { # name: until its consumer owns every partition of its topic
@@ -195,7 +199,6 @@ wait_group_settled() { # name: until its consumer owns every partition of its to
 lab_embedded_relay() {
   lab_header "order-service with the relay embedded crashes"
   relay_mode true
-  wait_group_settled order-service
   load_start 400 0.05
   local i
   for i in 1 2 3 4 5; do

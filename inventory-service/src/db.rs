@@ -1,4 +1,5 @@
-//! The inventory database: products, their stock, and the reservations made for orders.
+//! The inventory database: products, their stock, and the reservations made for orders. Each
+//! statement is written out whole, never assembled from pieces.
 
 use contracts::ReservedLine;
 use sqlx::{PgConnection, PgPool};
@@ -8,20 +9,20 @@ use crate::domain::Product;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-const PRODUCT_COLUMNS: &str = "sku, name, unit_price_cents, currency, on_hand, reserved";
-
 pub async fn list_products(pool: &PgPool) -> Result<Vec<Product>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select {PRODUCT_COLUMNS} from products order by sku"
-    ))
+    sqlx::query_as(
+        "select sku, name, unit_price_cents, currency, on_hand, reserved
+         from products order by sku",
+    )
     .fetch_all(pool)
     .await
 }
 
 pub async fn find_product(pool: &PgPool, sku: &str) -> Result<Option<Product>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select {PRODUCT_COLUMNS} from products where sku = $1"
-    ))
+    sqlx::query_as(
+        "select sku, name, unit_price_cents, currency, on_hand, reserved
+         from products where sku = $1",
+    )
     .bind(sku)
     .fetch_optional(pool)
     .await
@@ -33,9 +34,10 @@ pub async fn lock_products(
     tx: &mut PgConnection,
     skus: &[&str],
 ) -> Result<Vec<Product>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select {PRODUCT_COLUMNS} from products where sku = any($1) order by sku for update"
-    ))
+    sqlx::query_as(
+        "select sku, name, unit_price_cents, currency, on_hand, reserved
+         from products where sku = any($1) order by sku for update",
+    )
     .bind(skus)
     .fetch_all(&mut *tx)
     .await

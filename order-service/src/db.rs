@@ -1,7 +1,9 @@
 //! The orders database: every SQL statement order-service runs, next to nothing else.
 //!
 //! Functions that change data take `&mut PgConnection`, i.e. the caller's transaction, so
-//! the caller decides what commits together (the order and its outbox row, always).
+//! the caller decides what commits together (the order and its outbox row, always). Each
+//! statement is written out whole, never assembled from pieces, so what runs is what is read;
+//! the order statements all return the columns of [`OrderRow`].
 
 use chrono::{DateTime, Utc};
 use contracts::{PricedLine, RejectionReason};
@@ -32,9 +34,6 @@ struct ItemRow {
     unit_price_cents: Option<i64>,
 }
 
-const ORDER_COLUMNS: &str =
-    "id, customer_id, status, currency, total_cents, rejection_reason, created_at, updated_at";
-
 /// Inserts a PENDING order. Returns `None` when the idempotency key was already used (the
 /// insert waits for a concurrent request with the same key and then conflicts with it).
 pub async fn insert_order(
@@ -43,12 +42,13 @@ pub async fn insert_order(
     key: Option<&IdempotencyKey>,
 ) -> Result<Option<Order>, sqlx::Error> {
     let id = Uuid::now_v7();
-    let row: Option<OrderRow> = sqlx::query_as(&format!(
+    let row: Option<OrderRow> = sqlx::query_as(
         "insert into orders (id, customer_id, status, idempotency_key)
          values ($1, $2, 'PENDING', $3)
          on conflict (idempotency_key) do nothing
-         returning {ORDER_COLUMNS}"
-    ))
+         returning id, customer_id, status, currency, total_cents, rejection_reason,
+                   created_at, updated_at",
+    )
     .bind(id)
     .bind(order.customer_id.as_str())
     .bind(key.map(IdempotencyKey::as_str))
@@ -89,7 +89,15 @@ pub async fn insert_order(
 
 pub async fn find(pool: &PgPool, id: Uuid) -> Result<Option<Order>, sqlx::Error> {
     let mut conn = pool.acquire().await?;
-    find_in(&mut conn, id, false).await
+    let row: Option<OrderRow> = sqlx::query_as(
+        "select id, customer_id, status, currency, total_cents, rejection_reason,
+                created_at, updated_at
+         from orders where id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    with_lines(&mut conn, row).await
 }
 
 /// Reads an order and locks it until the transaction ends, so the status change that follows
@@ -98,24 +106,15 @@ pub async fn find_for_update(
     tx: &mut PgConnection,
     id: Uuid,
 ) -> Result<Option<Order>, sqlx::Error> {
-    find_in(tx, id, true).await
-}
-
-async fn find_in(
-    conn: &mut PgConnection,
-    id: Uuid,
-    lock: bool,
-) -> Result<Option<Order>, sqlx::Error> {
-    let lock = if lock { " for update" } else { "" };
-    let row: Option<OrderRow> = sqlx::query_as(&format!(
-        "select {ORDER_COLUMNS} from orders where id = $1{lock}"
-    ))
+    let row: Option<OrderRow> = sqlx::query_as(
+        "select id, customer_id, status, currency, total_cents, rejection_reason,
+                created_at, updated_at
+         from orders where id = $1 for update",
+    )
     .bind(id)
-    .fetch_optional(&mut *conn)
+    .fetch_optional(&mut *tx)
     .await?;
-    let Some(row) = row else { return Ok(None) };
-    let mut orders = with_items(conn, vec![row]).await?;
-    Ok(orders.pop())
+    with_lines(tx, row).await
 }
 
 pub async fn find_by_idempotency_key(
@@ -123,14 +122,24 @@ pub async fn find_by_idempotency_key(
     key: &IdempotencyKey,
 ) -> Result<Option<Order>, sqlx::Error> {
     let mut conn = pool.acquire().await?;
-    let row: Option<OrderRow> = sqlx::query_as(&format!(
-        "select {ORDER_COLUMNS} from orders where idempotency_key = $1"
-    ))
+    let row: Option<OrderRow> = sqlx::query_as(
+        "select id, customer_id, status, currency, total_cents, rejection_reason,
+                created_at, updated_at
+         from orders where idempotency_key = $1",
+    )
     .bind(key.as_str())
     .fetch_optional(&mut *conn)
     .await?;
+    with_lines(&mut conn, row).await
+}
+
+/// The order of `row`, if there is one, with its lines.
+async fn with_lines(
+    conn: &mut PgConnection,
+    row: Option<OrderRow>,
+) -> Result<Option<Order>, sqlx::Error> {
     let Some(row) = row else { return Ok(None) };
-    Ok(with_items(&mut conn, vec![row]).await?.pop())
+    Ok(with_items(conn, vec![row]).await?.pop())
 }
 
 pub async fn exists(pool: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
@@ -148,13 +157,15 @@ pub async fn list(
     before: Option<Uuid>,
 ) -> Result<Vec<Order>, sqlx::Error> {
     let mut conn = pool.acquire().await?;
-    let rows: Vec<OrderRow> = sqlx::query_as(&format!(
-        "select {ORDER_COLUMNS} from orders
+    let rows: Vec<OrderRow> = sqlx::query_as(
+        "select id, customer_id, status, currency, total_cents, rejection_reason,
+                created_at, updated_at
+         from orders
          where $2::uuid is null
             or (created_at, id) < (select created_at, id from orders where id = $2)
          order by created_at desc, id desc
-         limit $1"
-    ))
+         limit $1",
+    )
     .bind(limit)
     .bind(before)
     .fetch_all(&mut *conn)

@@ -1,5 +1,5 @@
-//! The outbox added to an axum + sqlx handler, with the relay in the same process. With the
-//! local stack up: `cargo run -p outbox --example axum_handler`, then
+//! The outbox in an axum + sqlx handler, the relay in the same process. With the local stack up
+//! and `createdb -h 127.0.0.1 -U postgres outbox_example`: `cargo run --example axum_handler`,
 //! `curl localhost:3000/signups -H 'content-type: application/json' -d '{"user_id":"018f0000-0000-7000-8000-000000000001","email":"a@b.c"}'`.
 use axum::{extract::State, http::StatusCode, routing::post, Json, Router};
 use outbox::{
@@ -39,15 +39,16 @@ async fn sign_up(State(db): State<PgPool>, Json(event): Json<UserSignedUp>) -> S
         outbox::write_in_tx(&mut tx, &event, None).await?;
         outbox::commit(tx, &db).await // commits, then wakes the relay
     };
-    match written.await {
-        Ok(()) => StatusCode::CREATED,
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
-    }
+    let failed = StatusCode::INTERNAL_SERVER_ERROR;
+    written.await.map_or(failed, |()| StatusCode::CREATED)
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let url = outbox::config::secret("DATABASE_URL", "postgres://postgres@127.0.0.1/postgres");
+    let url = outbox::config::secret(
+        "DATABASE_URL",
+        "postgres://postgres@127.0.0.1/outbox_example",
+    );
     let db = outbox::db::connect(&url, 5).await?;
     outbox::db::migrate_outbox(&db).await?; // 3. the outbox table next to your own
     sqlx::query("create table if not exists users (id uuid primary key, email text)")
