@@ -172,6 +172,7 @@ lab_relay() {
 relay_mode() { # true|false: restart order-service and the relay in that mode
   # Never leave the group while it is joining (that wedges it too): settle first.
   wait_group_settled order-service
+  # shellcheck disable=SC2034 # read by service_env (scripts/stack) when the services start
   RELAY_EMBEDDED=$1
   stop_component order-service
   stop_component outbox-processor

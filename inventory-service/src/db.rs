@@ -1,5 +1,5 @@
 //! The inventory database: products, their stock, and the reservations made for orders. Each
-//! statement is written out whole, never assembled from pieces.
+//! statement is written out whole and checked against the schema at compile time (`query!`).
 
 use contracts::ReservedLine;
 use sqlx::{PgConnection, PgPool};
@@ -10,7 +10,8 @@ use crate::domain::Product;
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 pub async fn list_products(pool: &PgPool) -> Result<Vec<Product>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        Product,
         "select sku, name, unit_price_cents, currency, on_hand, reserved
          from products order by sku",
     )
@@ -19,11 +20,12 @@ pub async fn list_products(pool: &PgPool) -> Result<Vec<Product>, sqlx::Error> {
 }
 
 pub async fn find_product(pool: &PgPool, sku: &str) -> Result<Option<Product>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        Product,
         "select sku, name, unit_price_cents, currency, on_hand, reserved
          from products where sku = $1",
+        sku,
     )
-    .bind(sku)
     .fetch_optional(pool)
     .await
 }
@@ -34,11 +36,12 @@ pub async fn lock_products(
     tx: &mut PgConnection,
     skus: &[&str],
 ) -> Result<Vec<Product>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        Product,
         "select sku, name, unit_price_cents, currency, on_hand, reserved
          from products where sku = any($1) order by sku for update",
+        skus as &[&str],
     )
-    .bind(skus)
     .fetch_all(&mut *tx)
     .await
 }
@@ -56,25 +59,25 @@ pub async fn reserve(
         .map(|l| i32::try_from(l.quantity).unwrap_or(i32::MAX))
         .collect();
     let prices: Vec<i64> = lines.iter().map(|l| l.unit_price_cents).collect();
-    sqlx::query(
+    sqlx::query!(
         "update products p
          set on_hand = p.on_hand - r.quantity, reserved = p.reserved + r.quantity, updated_at = now()
          from unnest($1::text[], $2::int[]) as r(sku, quantity)
          where p.sku = r.sku",
+        &skus as &[&str],
+        &quantities,
     )
-    .bind(&skus)
-    .bind(&quantities)
     .execute(&mut *tx)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "insert into reservations (order_id, sku, quantity, unit_price_cents)
          select $1, r.sku, r.quantity, r.price
          from unnest($2::text[], $3::int[], $4::bigint[]) as r(sku, quantity, price)",
+        order_id,
+        &skus as &[&str],
+        &quantities,
+        &prices,
     )
-    .bind(order_id)
-    .bind(&skus)
-    .bind(&quantities)
-    .bind(&prices)
     .execute(&mut *tx)
     .await?;
     Ok(())

@@ -2,8 +2,8 @@
 //!
 //! Functions that change data take `&mut PgConnection`, i.e. the caller's transaction, so
 //! the caller decides what commits together (the order and its outbox row, always). Each
-//! statement is written out whole, never assembled from pieces, so what runs is what is read;
-//! the order statements all return the columns of [`OrderRow`].
+//! statement is written out whole and checked against the schema at compile time (`query!`,
+//! with the metadata in `.sqlx/`, which the test command checks is current).
 
 use chrono::{DateTime, Utc};
 use contracts::{PricedLine, RejectionReason};
@@ -14,7 +14,6 @@ use crate::domain::{IdempotencyKey, NewOrder, Order, OrderItem, OrderStatus};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-#[derive(sqlx::FromRow)]
 struct OrderRow {
     id: Uuid,
     customer_id: String,
@@ -26,7 +25,6 @@ struct OrderRow {
     updated_at: DateTime<Utc>,
 }
 
-#[derive(sqlx::FromRow)]
 struct ItemRow {
     order_id: Uuid,
     sku: String,
@@ -42,16 +40,17 @@ pub async fn insert_order(
     key: Option<&IdempotencyKey>,
 ) -> Result<Option<Order>, sqlx::Error> {
     let id = Uuid::now_v7();
-    let row: Option<OrderRow> = sqlx::query_as(
-        "insert into orders (id, customer_id, status, idempotency_key)
+    let row = sqlx::query_as!(
+        OrderRow,
+        r#"insert into orders (id, customer_id, status, idempotency_key)
          values ($1, $2, 'PENDING', $3)
          on conflict (idempotency_key) do nothing
-         returning id, customer_id, status, currency, total_cents, rejection_reason,
-                   created_at, updated_at",
+         returning id, customer_id, status as "status: OrderStatus", currency, total_cents,
+                   rejection_reason as "rejection_reason: Json<RejectionReason>", created_at, updated_at"#,
+        id,
+        order.customer_id.as_str(),
+        key.map(IdempotencyKey::as_str),
     )
-    .bind(id)
-    .bind(order.customer_id.as_str())
-    .bind(key.map(IdempotencyKey::as_str))
     .fetch_optional(&mut *tx)
     .await?;
     let Some(row) = row else { return Ok(None) };
@@ -63,14 +62,14 @@ pub async fn insert_order(
         // At most 50 merged lines of Quantity::MAX each: far below i32::MAX, never saturates.
         .map(|i| i32::try_from(i.quantity.get()).unwrap_or(i32::MAX))
         .collect();
-    sqlx::query(
+    sqlx::query!(
         "insert into order_items (order_id, line_no, sku, quantity)
          select $1, line.no, line.sku, line.quantity
          from unnest($2::text[], $3::int[]) with ordinality as line(sku, quantity, no)",
+        id,
+        &skus as &[&str],
+        &quantities,
     )
-    .bind(id)
-    .bind(&skus)
-    .bind(&quantities)
     .execute(&mut *tx)
     .await?;
 
@@ -89,12 +88,13 @@ pub async fn insert_order(
 
 pub async fn find(pool: &PgPool, id: Uuid) -> Result<Option<Order>, sqlx::Error> {
     let mut conn = pool.acquire().await?;
-    let row: Option<OrderRow> = sqlx::query_as(
-        "select id, customer_id, status, currency, total_cents, rejection_reason,
-                created_at, updated_at
-         from orders where id = $1",
+    let row = sqlx::query_as!(
+        OrderRow,
+        r#"select id, customer_id, status as "status: OrderStatus", currency, total_cents,
+                rejection_reason as "rejection_reason: Json<RejectionReason>", created_at, updated_at
+         from orders where id = $1"#,
+        id,
     )
-    .bind(id)
     .fetch_optional(&mut *conn)
     .await?;
     with_lines(&mut conn, row).await
@@ -106,12 +106,13 @@ pub async fn find_for_update(
     tx: &mut PgConnection,
     id: Uuid,
 ) -> Result<Option<Order>, sqlx::Error> {
-    let row: Option<OrderRow> = sqlx::query_as(
-        "select id, customer_id, status, currency, total_cents, rejection_reason,
-                created_at, updated_at
-         from orders where id = $1 for update",
+    let row = sqlx::query_as!(
+        OrderRow,
+        r#"select id, customer_id, status as "status: OrderStatus", currency, total_cents,
+                rejection_reason as "rejection_reason: Json<RejectionReason>", created_at, updated_at
+         from orders where id = $1 for update"#,
+        id,
     )
-    .bind(id)
     .fetch_optional(&mut *tx)
     .await?;
     with_lines(tx, row).await
@@ -122,12 +123,13 @@ pub async fn find_by_idempotency_key(
     key: &IdempotencyKey,
 ) -> Result<Option<Order>, sqlx::Error> {
     let mut conn = pool.acquire().await?;
-    let row: Option<OrderRow> = sqlx::query_as(
-        "select id, customer_id, status, currency, total_cents, rejection_reason,
-                created_at, updated_at
-         from orders where idempotency_key = $1",
+    let row = sqlx::query_as!(
+        OrderRow,
+        r#"select id, customer_id, status as "status: OrderStatus", currency, total_cents,
+                rejection_reason as "rejection_reason: Json<RejectionReason>", created_at, updated_at
+         from orders where idempotency_key = $1"#,
+        key.as_str(),
     )
-    .bind(key.as_str())
     .fetch_optional(&mut *conn)
     .await?;
     with_lines(&mut conn, row).await
@@ -143,10 +145,12 @@ async fn with_lines(
 }
 
 pub async fn exists(pool: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("select exists (select 1 from orders where id = $1)")
-        .bind(id)
-        .fetch_one(pool)
-        .await
+    sqlx::query_scalar!(
+        r#"select exists (select 1 from orders where id = $1) as "exists!""#,
+        id
+    )
+    .fetch_one(pool)
+    .await
 }
 
 /// Newest first; `before` is the id of the last order of the previous page (keyset
@@ -157,17 +161,18 @@ pub async fn list(
     before: Option<Uuid>,
 ) -> Result<Vec<Order>, sqlx::Error> {
     let mut conn = pool.acquire().await?;
-    let rows: Vec<OrderRow> = sqlx::query_as(
-        "select id, customer_id, status, currency, total_cents, rejection_reason,
-                created_at, updated_at
+    let rows = sqlx::query_as!(
+        OrderRow,
+        r#"select id, customer_id, status as "status: OrderStatus", currency, total_cents,
+                rejection_reason as "rejection_reason: Json<RejectionReason>", created_at, updated_at
          from orders
          where $2::uuid is null
             or (created_at, id) < (select created_at, id from orders where id = $2)
          order by created_at desc, id desc
-         limit $1",
+         limit $1"#,
+        limit,
+        before,
     )
-    .bind(limit)
-    .bind(before)
     .fetch_all(&mut *conn)
     .await?;
     with_items(&mut conn, rows).await
@@ -180,25 +185,25 @@ pub async fn confirm(
     lines: &[PricedLine],
     total_cents: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "update orders set status = 'CONFIRMED', currency = $2, total_cents = $3, updated_at = now()
          where id = $1",
+        id,
+        currency,
+        total_cents,
     )
-    .bind(id)
-    .bind(currency)
-    .bind(total_cents)
     .execute(&mut *tx)
     .await?;
     let skus: Vec<&str> = lines.iter().map(|l| l.sku.as_str()).collect();
     let prices: Vec<i64> = lines.iter().map(|l| l.unit_price_cents).collect();
-    sqlx::query(
+    sqlx::query!(
         "update order_items i set unit_price_cents = p.price
          from unnest($2::text[], $3::bigint[]) as p(sku, price)
          where i.order_id = $1 and i.sku = p.sku",
+        id,
+        &skus as &[&str],
+        &prices,
     )
-    .bind(id)
-    .bind(&skus)
-    .bind(&prices)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -209,12 +214,12 @@ pub async fn reject(
     id: Uuid,
     reason: &RejectionReason,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "update orders set status = 'REJECTED', rejection_reason = $2, updated_at = now()
          where id = $1",
+        id,
+        Json(reason) as _,
     )
-    .bind(id)
-    .bind(Json(reason))
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -226,11 +231,12 @@ async fn with_items(
     rows: Vec<OrderRow>,
 ) -> Result<Vec<Order>, sqlx::Error> {
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-    let items: Vec<ItemRow> = sqlx::query_as(
+    let items = sqlx::query_as!(
+        ItemRow,
         "select order_id, sku, quantity, unit_price_cents from order_items
          where order_id = any($1) order by order_id, line_no",
+        &ids,
     )
-    .bind(&ids)
     .fetch_all(&mut *conn)
     .await?;
     Ok(rows

@@ -25,10 +25,9 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RecentEvent {
     pub id: Uuid,
-    #[sqlx(rename = "type")]
     #[serde(rename = "type")]
     pub event_type: String,
     pub aggregateid: String,
@@ -58,14 +57,15 @@ pub struct Status {
 async fn status(state: &AppState) -> Status {
     let mut databases = Vec::new();
     for relay in state.relays.iter() {
-        let recent = sqlx::query_as(
-            "select id, type, aggregateid, created_at, published_at, attempts,
+        let recent = sqlx::query_as!(
+            RecentEvent,
+            r#"select id, type as event_type, aggregateid, created_at, published_at, attempts,
                     case when published_at is not null then 'published'
                          when skipped_at is not null then 'skipped'
                          when parked_at is not null then 'parked'
                          when attempts > 0 then 'retrying'
-                         else 'pending' end as state
-             from outbox order by seq desc limit 15",
+                         else 'pending' end as "state!"
+             from outbox order by seq desc limit 15"#,
         )
         .fetch_all(relay.pool())
         .await;
