@@ -353,10 +353,10 @@ fn check_topic(kafka: &KafkaConfig, topic: &str, report: &mut Report) -> Result<
 }
 
 /// A message as the verifier sees it: its key and its `id` header.
-type Delivery = (Vec<u8>, Option<Uuid>);
+pub type Delivery = (Vec<u8>, Option<Uuid>);
 
 /// (key, id header) of every message of `topic`, partition by partition, up to the end.
-fn read_all(kafka: &KafkaConfig, topic: &str) -> Result<Vec<Delivery>, VerifyError> {
+pub fn read_all(kafka: &KafkaConfig, topic: &str) -> Result<Vec<Delivery>, VerifyError> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &kafka.brokers)
         .set("group.id", format!("verify-{}", Uuid::new_v4()))
