@@ -380,11 +380,11 @@ cmd_dual_write() {
 
   lab_header "dual write, naive: the process dies between the commit and the publish"
   customer="naive-crash-$run"
-  for i in 1 2 3; do
+  for i in 1 2 3 4 5; do
     # Not through `naive`: a function in the background is a subshell, and SIGKILL would
     # stop the subshell and leave the tool running. env execs the tool, so $! is the tool.
     env DATABASE_URL="$url" KAFKA_BROKERS="$KAFKA_ADDR" KAFKA_TOPIC_PREFIX="$prefix" \
-      DEMO_CUSTOMER="$customer" RUST_LOG=warn "$bin" naive 1000 50 \
+      DEMO_CUSTOMER="$customer" RUST_LOG=warn "$bin" naive 1000 100 \
       >"$LAB_DIR/dual-write-$i.log" 2>&1 &
     pid=$!
     sleep "1.$((RANDOM % 9))"

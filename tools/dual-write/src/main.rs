@@ -167,12 +167,9 @@ async fn report(expect: Expect) -> Result<bool, Error> {
         let settled = counts.lost == 0 || tokio::time::Instant::now() >= deadline;
         if matches!(expect, Expect::Lost) || settled {
             println!("  customer                 {}", s.customer);
+            println!("  topic                    {}", s.kafka.topic_for(ORDER));
             println!("  orders committed         {}", counts.orders);
-            println!(
-                "  their events on {}  {}",
-                s.kafka.topic_for(ORDER),
-                counts.published
-            );
+            println!("  events on the topic      {}", counts.published);
             println!("  events lost              {}", counts.lost);
             println!("  orders PENDING for good  {}", counts.stuck);
             return Ok(match expect {
