@@ -369,37 +369,32 @@ cmd_dual_write() {
   prefix="dual-write-$run."
   psql_admin -c "drop database if exists $db with (force)" >/dev/null 2>&1
   psql_admin -c "create database $db" >/dev/null
-  naive() { # customer args...: the naive tool on its own database and topics
-    env DATABASE_URL="$url" KAFKA_BROKERS="$KAFKA_ADDR" KAFKA_TOPIC_PREFIX="$prefix" \
-      DEMO_CUSTOMER="$1" RUST_LOG=warn "$bin" "${@:2}"
-  }
-  outboxed() { # customer args...: the report, on order-service's database and topics
-    env DATABASE_URL="$PG_ORDERS_URL" KAFKA_BROKERS="$KAFKA_ADDR" KAFKA_TOPIC_PREFIX= \
-      DEMO_CUSTOMER="$1" REPORT_SETTLE_MS=90000 RUST_LOG=warn "$bin" "${@:2}"
-  }
+  # The tool on its own database and topics (naive), or reporting on order-service's (outboxed).
+  # Commands, not functions: env execs the tool, so a background run's $! is the tool itself
+  # (a function in the background is a subshell, which SIGKILL would stop alone).
+  local naive=(env DATABASE_URL="$url" KAFKA_BROKERS="$KAFKA_ADDR" KAFKA_TOPIC_PREFIX="$prefix"
+    RUST_LOG=warn "$bin")
+  local outboxed=(env DATABASE_URL="$PG_ORDERS_URL" KAFKA_BROKERS="$KAFKA_ADDR" KAFKA_TOPIC_PREFIX=
+    REPORT_SETTLE_MS=90000 RUST_LOG=warn "$bin")
 
   lab_header "dual write, naive: the process dies between the commit and the publish"
   customer="naive-crash-$run"
   for i in 1 2 3 4 5; do
-    # Not through `naive`: a function in the background is a subshell, and SIGKILL would
-    # stop the subshell and leave the tool running. env execs the tool, so $! is the tool.
-    env DATABASE_URL="$url" KAFKA_BROKERS="$KAFKA_ADDR" KAFKA_TOPIC_PREFIX="$prefix" \
-      DEMO_CUSTOMER="$customer" RUST_LOG=warn "$bin" naive 1000 100 \
-      >"$LAB_DIR/dual-write-$i.log" 2>&1 &
+    DEMO_CUSTOMER=$customer "${naive[@]}" naive 1000 100 >"$LAB_DIR/dual-write-$i.log" 2>&1 &
     pid=$!
     sleep "1.$((RANDOM % 9))"
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
     log "dual write: SIGKILL after $(grep -c '^committed' "$LAB_DIR/dual-write-$i.log") commits"
   done
-  naive "$customer" report lost || die "dual write: the naive path lost nothing when killed"
+  DEMO_CUSTOMER=$customer "${naive[@]}" report lost || die "dual write: the naive path lost nothing when killed"
 
   lab_header "dual write, naive: the broker is down when it publishes"
   customer="naive-outage-$run"
   crash kafka
-  naive "$customer" naive 3 0 || true
+  DEMO_CUSTOMER=$customer "${naive[@]}" naive 3 0 || true
   revive kafka
-  naive "$customer" report lost || die "dual write: the naive path lost nothing while the broker was down"
+  DEMO_CUSTOMER=$customer "${naive[@]}" report lost || die "dual write: the naive path lost nothing while the broker was down"
 
   lab_header "outbox: order-service dies while orders stream in"
   customer="outbox-crash-$run"
@@ -412,7 +407,7 @@ cmd_dual_write() {
   done
   load_wait
   load_summary
-  outboxed "$customer" report none || die "dual write: the outbox path lost events when killed"
+  DEMO_CUSTOMER=$customer "${outboxed[@]}" report none || die "dual write: the outbox path lost events when killed"
 
   lab_header "outbox: the broker is down while orders are placed"
   customer="outbox-outage-$run"
@@ -421,7 +416,7 @@ cmd_dual_write() {
   load_wait
   load_summary
   revive kafka
-  outboxed "$customer" report none || die "dual write: the outbox path lost events while the broker was down"
+  DEMO_CUSTOMER=$customer "${outboxed[@]}" report none || die "dual write: the outbox path lost events while the broker was down"
   log "dual write: the naive path lost events under both faults; the outbox lost none"
 }
 
