@@ -24,11 +24,14 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target,sharing=locked \
     cargo build --release --locked --bins \
         -p order-service -p inventory-service -p invoice-service -p outbox-processor \
+        -p flow-console -p outbox-verify \
     && mkdir -p /out \
     && cp target/release/order-service \
           target/release/inventory-service \
           target/release/invoice-service \
           target/release/outbox-processor \
+          target/release/flow-console \
+          target/release/outbox-verify \
           /out/
 
 # --- runtime -----------------------------------------------------------------------------
@@ -51,5 +54,5 @@ USER 10001:10001
 ENV BIND_ADDRESS=0.0.0.0
 # The ports the services listen on by default (PORT overrides): order 9000, inventory 8000,
 # invoice 8001, relay 8080.
-EXPOSE 9000 8000 8001 8080
+EXPOSE 9000 8000 8001 8080 8090
 # No default command on purpose: name the binary to run (compose does, per service).

@@ -2,6 +2,9 @@
 //! skip one. What each does is [`outbox::relay::admin`]'s; this module adds the routes, the
 //! token and the answers.
 //!
+//! `POST /admin/relay/pause` holds the relay (events wait in the outbox, the services go on)
+//! and `POST /admin/relay/resume` lets it go on; see [`outbox::relay::Hold`].
+//!
 //! After an incident, `POST /admin/parked/retry` retries every parked
 //! event at once, or those a filter picks (database, error text, when they were parked); the
 //! same filter on `GET /admin/parked` shows beforehand what it will take. Every route needs
@@ -25,13 +28,15 @@ use uuid::Uuid;
 
 use outbox::relay::{
     admin::{self, Acted, ParkedEvent},
-    Relay,
+    Relay, Switch,
 };
 
 use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/admin/relay/pause", post(pause_relay))
+        .route("/admin/relay/resume", post(resume_relay))
         .route("/admin/parked", get(list_parked))
         .route("/admin/parked/retry", post(retry_parked))
         .route("/admin/events/{database}/{id}/retry", post(retry_event))
@@ -81,6 +86,45 @@ fn bearer_token(credentials: &str) -> Option<&str> {
     scheme
         .eq_ignore_ascii_case("bearer")
         .then(|| token.trim_start_matches(' '))
+}
+
+/// The relay's switch after an operator's pause or resume, and before it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Switched {
+    pub relay: Switch,
+    pub was: Switch,
+}
+
+/// `POST /admin/relay/pause`: this process claims nothing more until resumed; answers once no
+/// batch is in flight, so an event committed afterwards waits in the outbox. Other relay
+/// instances are not affected.
+#[utoipa::path(post, path = "/admin/relay/pause", tag = "admin",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Held; `was` tells whether it already was", body = Switched),
+        (status = 401, description = "Missing or wrong token", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn pause_relay(State(state): State<AppState>) -> Json<Switched> {
+    let was = state.hold.pause().await;
+    Json(Switched {
+        relay: state.hold.state(),
+        was,
+    })
+}
+
+/// `POST /admin/relay/resume`: the relay claims again; what waited goes out in order.
+#[utoipa::path(post, path = "/admin/relay/resume", tag = "admin",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Relaying; `was` tells whether it was held", body = Switched),
+        (status = 401, description = "Missing or wrong token", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn resume_relay(State(state): State<AppState>) -> Json<Switched> {
+    let was = state.hold.resume();
+    Json(Switched {
+        relay: state.hold.state(),
+        was,
+    })
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -25,7 +25,7 @@ pub fn router(state: AppState) -> Router {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "outbox-processor", description = "The relay: publishes outbox rows to Kafka at least once, in order per aggregate. Status page at `/`."),
-    paths(ready, status::json, admin::list_parked, admin::retry_parked, admin::retry_event, admin::retry_aggregate, admin::skip_event),
+    paths(ready, status::json, admin::pause_relay, admin::resume_relay, admin::list_parked, admin::retry_parked, admin::retry_event, admin::retry_aggregate, admin::skip_event),
     components(schemas(Problem, HealthReport, Unready, Check)),
     modifiers(&BearerAuth, &Documented)
 )]

@@ -39,6 +39,7 @@ impl Application {
                 relays: Arc::new(relays),
                 publisher,
                 outage: publishing.outage,
+                hold: publishing.hold,
                 admin_token: config.admin_token,
             },
         })

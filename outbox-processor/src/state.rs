@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use outbox::{
     kafka::Publisher,
-    relay::{Outage, Relay},
+    relay::{Hold, Outage, Relay},
 };
 use secrecy::SecretString;
 
@@ -15,5 +15,7 @@ pub struct AppState {
     pub publisher: Publisher,
     /// Whether the broker is away (publishing paused), for the status page.
     pub outage: Outage,
+    /// Whether an operator holds the relay (admin API, status page).
+    pub hold: Hold,
     pub admin_token: Option<SecretString>,
 }

@@ -14,7 +14,7 @@ use serde::Serialize;
 use service_kit::http::{Json, Problem};
 use uuid::Uuid;
 
-use outbox::relay::{PublishingState, Stats};
+use outbox::relay::{PublishingState, Stats, Switch};
 
 use crate::state::AppState;
 
@@ -51,6 +51,8 @@ pub struct DatabaseStatus {
 pub struct Status {
     /// Publishing, or paused because the broker is away (no event spends attempts meanwhile).
     pub publishing: PublishingState,
+    /// Relaying, or held by an operator (`POST /admin/relay/pause`).
+    pub relay: Switch,
     pub databases: Vec<DatabaseStatus>,
 }
 
@@ -88,6 +90,7 @@ async fn status(state: &AppState) -> Status {
     }
     Status {
         publishing: state.outage.state(),
+        relay: state.hold.state(),
         databases,
     }
 }
@@ -119,6 +122,12 @@ async fn page(State(state): State<AppState>) -> Html<String> {
             "<p class=parked>Broker unavailable since {}: publishing paused, no event spends \
              attempts; it resumes on its own. The relay's log has the broker's error.</p>",
             since.format("%H:%M:%S"),
+        );
+    }
+    if status.relay == Switch::Held {
+        html.push_str(
+            "<p class=parked>Held by an operator: events wait in the outbox until \
+             <code>POST /admin/relay/resume</code>.</p>",
         );
     }
     for db in &status.databases {

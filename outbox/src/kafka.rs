@@ -47,10 +47,12 @@ use crate::{
 mod assignment;
 mod broker;
 mod config;
+mod lag;
 mod publisher;
 pub use assignment::Rebalances;
 pub use broker::{classify, KafkaBroker};
 pub use config::{Assignment, KafkaConfig, DEFAULT_FETCH_WAIT_MS};
+pub use lag::{GroupLag, LagProbe, PartitionLag};
 pub use publisher::{breaks_producer, Generation, Publisher};
 
 /// The consumer every service runs: rebalances are logged, counted and handed over cleanly
@@ -208,7 +210,7 @@ async fn consume<H: EventHandler>(
     shutdown: &CancellationToken,
 ) -> Result<(), ConsumeError> {
     let dead_letter_topic = settings.kafka.dead_letter_topic(&settings.name);
-    let group_id = format!("{}{}", settings.kafka.topic_prefix, settings.name);
+    let group_id = settings.kafka.group_id(&settings.name);
     let mut all_topics = settings.topics.clone();
     all_topics.push(dead_letter_topic.clone());
     ensure_topics(&settings.kafka, &all_topics).await?;

@@ -74,6 +74,12 @@ impl KafkaConfig {
         self.topics().topic_for(aggregate_type)
     }
 
+    /// The consumer group of the consumer named `name`: prefixed like the topics, so tests
+    /// that share a broker under their own prefixes never share a group.
+    pub fn group_id(&self, name: &str) -> String {
+        format!("{}{name}", self.topic_prefix)
+    }
+
     /// Where a consumer group parks messages it can never process.
     pub fn dead_letter_topic(&self, group_id: &str) -> String {
         self.topics().dead_letter_topic(group_id)

@@ -107,11 +107,13 @@ use uuid::Uuid;
 
 pub mod admin;
 mod broker;
+mod hold;
 pub mod outage;
 mod settings;
 pub mod wake;
 
 pub use broker::{Broker, Fault, Outgoing, SendError};
+pub use hold::{Hold, Switch};
 pub use outage::{Outage, PublishingState};
 pub use settings::RelaySettings;
 use wake::{Flow, Outcome, Pace};
@@ -171,13 +173,14 @@ impl Topics {
 }
 
 /// What every database's relay in a process shares: the broker, the topics created so far,
-/// and whether the broker is away.
+/// whether the broker is away, and whether an operator holds the relay.
 #[derive(Clone)]
 pub struct Publishing {
     pub broker: Arc<dyn Broker>,
     pub names: TopicNames,
     pub topics: Arc<Topics>,
     pub outage: Outage,
+    pub hold: Hold,
 }
 
 impl Publishing {
@@ -187,6 +190,7 @@ impl Publishing {
             names,
             topics: Arc::default(),
             outage: Outage::default(),
+            hold: Hold::default(),
         }
     }
 
@@ -321,6 +325,10 @@ impl Relay {
         // Rows may be waiting from before the start: claim at once, as after a full batch.
         let mut outcome = Outcome::Backlog;
         while pace.next(outcome, &shutdown).await {
+            // Held by an operator: wait here, claiming nothing (`hold.rs`).
+            let Some(_permit) = self.publishing.hold.permit(&shutdown).await else {
+                break;
+            };
             outcome = match self.relay_batch().await {
                 Ok(report) => {
                     errors.reset();

@@ -20,15 +20,13 @@ use std::{
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
 use outbox::kafka::KafkaConfig;
-use rdkafka::{
-    consumer::{BaseConsumer, Consumer},
-    message::Headers,
-    ClientConfig, Message, Offset, TopicPartitionList,
-};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
+
+mod topic;
+pub use topic::{messages_with_key, read_all, Delivery, Peeked};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
@@ -350,52 +348,6 @@ fn check_topic(kafka: &KafkaConfig, topic: &str, report: &mut Report) -> Result<
         }
     }
     Ok(())
-}
-
-/// A message as the verifier sees it: its key and its `id` header.
-pub type Delivery = (Vec<u8>, Option<Uuid>);
-
-/// (key, id header) of every message of `topic`, partition by partition, up to the end.
-pub fn read_all(kafka: &KafkaConfig, topic: &str) -> Result<Vec<Delivery>, VerifyError> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &kafka.brokers)
-        .set("group.id", format!("verify-{}", Uuid::new_v4()))
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    let mut out = Vec::new();
-    for partition in partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
-        if high <= low {
-            continue;
-        }
-        let mut assignment = TopicPartitionList::new();
-        assignment.add_partition_offset(topic, partition, Offset::Offset(low))?;
-        consumer.assign(&assignment)?;
-        let mut next = low;
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while next < high && std::time::Instant::now() < deadline {
-            let Some(message) = consumer.poll(Duration::from_millis(500)) else {
-                continue;
-            };
-            let message = message?;
-            next = message.offset() + 1;
-            let id = message.headers().and_then(|h| {
-                h.iter()
-                    .find(|x| x.key == outbox::envelope::header::ID)
-                    .and_then(|x| x.value)
-                    .and_then(|v| std::str::from_utf8(v).ok())
-                    .and_then(|v| Uuid::parse_str(v.trim_matches('"')).ok())
-            });
-            out.push((message.key().unwrap_or_default().to_vec(), id));
-        }
-    }
-    Ok(out)
 }
 
 fn group<K: std::hash::Hash + Eq, V>(pairs: Vec<(K, V)>) -> HashMap<K, Vec<V>> {

@@ -1,0 +1,125 @@
+//! Reading a topic from its start to its current end, partition by partition, without joining
+//! a consumer group: how the verifier counts deliveries, and how the walkthrough shows the
+//! message the relay published for one order (`outbox-verify messages TOPIC KEY`).
+
+use std::{collections::BTreeMap, time::Duration};
+
+use outbox::kafka::KafkaConfig;
+use rdkafka::{
+    consumer::{BaseConsumer, Consumer},
+    message::{BorrowedMessage, Headers},
+    ClientConfig, Message, Offset, TopicPartitionList,
+};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::VerifyError;
+
+/// A message as the verifier sees it: its key and its `id` header.
+pub type Delivery = (Vec<u8>, Option<Uuid>);
+
+/// (key, id header) of every message of `topic`, partition by partition, up to the end.
+pub fn read_all(kafka: &KafkaConfig, topic: &str) -> Result<Vec<Delivery>, VerifyError> {
+    read(kafka, topic, |message| {
+        let id = header(message, outbox::envelope::header::ID)
+            .and_then(|v| Uuid::parse_str(v.trim_matches('"')).ok());
+        Some((message.key().unwrap_or_default().to_vec(), id))
+    })
+}
+
+/// One message, whole, as a reader would want to see it.
+#[derive(Debug, Serialize)]
+pub struct Peeked {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: String,
+    pub headers: BTreeMap<String, String>,
+    /// The payload as JSON, or as text when it is not JSON.
+    pub payload: serde_json::Value,
+}
+
+/// Every message of `topic` whose key is `key`, in offset order.
+pub fn messages_with_key(
+    kafka: &KafkaConfig,
+    topic: &str,
+    key: &str,
+) -> Result<Vec<Peeked>, VerifyError> {
+    read(kafka, topic, |message| {
+        (message.key() == Some(key.as_bytes())).then(|| Peeked {
+            topic: topic.to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+            key: key.to_owned(),
+            headers: message
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|x| {
+                            let value = String::from_utf8_lossy(x.value.unwrap_or_default());
+                            (x.key.to_owned(), value.into_owned())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            payload: message
+                .payload()
+                .map(|p| {
+                    serde_json::from_slice(p).unwrap_or_else(|_| {
+                        serde_json::Value::String(String::from_utf8_lossy(p).into_owned())
+                    })
+                })
+                .unwrap_or(serde_json::Value::Null),
+        })
+    })
+}
+
+fn header<'m>(message: &'m BorrowedMessage<'_>, name: &str) -> Option<&'m str> {
+    message.headers().and_then(|h| {
+        h.iter()
+            .find(|x| x.key == name)
+            .and_then(|x| x.value)
+            .and_then(|v| std::str::from_utf8(v).ok())
+    })
+}
+
+/// What `keep` makes of every message of `topic`, partition by partition, up to the end each
+/// partition had when the read began.
+fn read<T>(
+    kafka: &KafkaConfig,
+    topic: &str,
+    mut keep: impl FnMut(&BorrowedMessage<'_>) -> Option<T>,
+) -> Result<Vec<T>, VerifyError> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("group.id", format!("verify-{}", Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut out = Vec::new();
+    for partition in partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
+        if high <= low {
+            continue;
+        }
+        let mut assignment = TopicPartitionList::new();
+        assignment.add_partition_offset(topic, partition, Offset::Offset(low))?;
+        consumer.assign(&assignment)?;
+        let mut next = low;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while next < high && std::time::Instant::now() < deadline {
+            let Some(message) = consumer.poll(Duration::from_millis(500)) else {
+                continue;
+            };
+            let message = message?;
+            next = message.offset() + 1;
+            out.extend(keep(&message));
+        }
+    }
+    Ok(out)
+}
