@@ -15,6 +15,15 @@ pub const ORDER: &str = "order";
 /// Aggregate type of inventory's answers, one reservation per order (`outbox.event.reservation`).
 pub const RESERVATION: &str = "reservation";
 
+/// The shop's consumers by name: each is its consumer group (after the topic prefix), its
+/// dead-letter topic (`<name>.dlq`) and its name in its inbox. Here, not in each service, so
+/// that whoever watches the groups (the flow console) names them as the services do.
+pub mod consumer {
+    pub const ORDER_SERVICE: &str = "order-service";
+    pub const INVENTORY_SERVICE: &str = "inventory-service";
+    pub const INVOICE_SERVICE: &str = "invoice-service";
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderLine {
     pub sku: String,

@@ -19,7 +19,7 @@ use crate::{
 };
 
 /// Consumer group, and this consumer's name in the inbox.
-pub const CONSUMER: &str = "inventory-service";
+pub const CONSUMER: &str = contracts::consumer::INVENTORY_SERVICE;
 
 pub struct OrderHandler {
     pub pool: PgPool,

@@ -11,7 +11,7 @@ use outbox::{
 use crate::db::{self, Invoice, InvoiceLine};
 
 /// Consumer group name.
-pub const CONSUMER: &str = "invoice-service";
+pub const CONSUMER: &str = contracts::consumer::INVOICE_SERVICE;
 
 pub struct ConfirmedOrderHandler {
     pub db: Database,

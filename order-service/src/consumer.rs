@@ -20,7 +20,7 @@ use crate::{
 };
 
 /// Consumer group, and this consumer's name in the inbox.
-pub const CONSUMER: &str = "order-service";
+pub const CONSUMER: &str = contracts::consumer::ORDER_SERVICE;
 
 pub struct ReservationHandler {
     pub pool: PgPool,

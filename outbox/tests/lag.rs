@@ -74,3 +74,13 @@ async fn lag_is_what_the_group_has_not_committed() {
     let zero = after.partitions.iter().find(|p| p.partition == 0).unwrap();
     assert_eq!((zero.committed, zero.lag), (Some(end_of(0)), 0));
 }
+
+#[tokio::test]
+async fn a_topic_that_does_not_exist_is_an_error_not_a_lag_of_zero() {
+    let kafka = testkit::kafka();
+    let probe = LagProbe::new(&kafka, "ledger", vec![kafka.topic_for("nowhere")]).unwrap();
+    let read = tokio::task::spawn_blocking(move || probe.read(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert!(read.is_err(), "{read:?}");
+}

@@ -9,6 +9,7 @@ use std::time::Duration;
 use rdkafka::{
     consumer::{BaseConsumer, Consumer},
     error::KafkaError,
+    types::RDKafkaErrorCode,
     ClientConfig, Offset, TopicPartitionList,
 };
 use serde::Serialize;
@@ -72,10 +73,21 @@ impl LagProbe {
     /// Blocks for the broker's answers, each bounded by `timeout`; call it off the async
     /// runtime (`spawn_blocking`).
     pub fn read(&self, timeout: Duration) -> Result<GroupLag, KafkaError> {
+        // Serves the client's queue of events and errors, which nothing else reads.
+        let _ = self.consumer.poll(Duration::ZERO);
         let mut wanted = TopicPartitionList::new();
         for topic in &self.topics {
             let metadata = self.consumer.fetch_metadata(Some(topic), timeout)?;
             for t in metadata.topics() {
+                // A topic that is missing (or misnamed) is an error, not a lag of zero.
+                if let Some(error) = t.error() {
+                    return Err(KafkaError::MetadataFetch(error.into()));
+                }
+                if t.partitions().is_empty() {
+                    return Err(KafkaError::MetadataFetch(
+                        RDKafkaErrorCode::UnknownTopicOrPartition,
+                    ));
+                }
                 for p in t.partitions() {
                     wanted.add_partition(t.name(), p.id());
                 }

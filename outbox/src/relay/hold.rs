@@ -7,8 +7,10 @@
 //! instances, hold each, or the others go on claiming.
 //!
 //! [`Hold::pause`] returns once no batch is in flight, so an event committed after it returns
-//! is not published until [`Hold::resume`]: every claim takes a read permit and checks the
-//! switch under it, and the pause takes the write lock once, after turning the switch.
+//! is not published until [`Hold::resume`]: every claim of the relay's loop ([`super::Relay::run`])
+//! takes a read permit and checks the switch under it, and the pause takes the write lock once,
+//! after turning the switch. [`super::Relay::relay_batch`], the single step tests drive by hand,
+//! does not look at the switch.
 
 use std::sync::Arc;
 

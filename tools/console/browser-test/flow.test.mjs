@@ -11,8 +11,8 @@
 //
 // Settings (environment, with defaults): CONSOLE_URL (http://127.0.0.1:8090), ORDER_URL
 // (http://127.0.0.1:9000), RELAY_URL (http://127.0.0.1:8080), RELAY_ADMIN_TOKEN (local-admin-token),
-// CHROMIUM (/usr/bin/chromium), SCREENSHOT (../../../docs/flow-page.png
-// from this file), FLOW_ORDERS (12), FLOW_TIMEOUT_MS (30000), FLOW_REJECTED_INDEX (random).
+// CHROMIUM (/usr/bin/chromium), SCREENSHOT (../../../.stack/flow-page.png
+// from this file; scripts/flow-page --update-screenshot writes docs/flow-page.png), FLOW_ORDERS (12), FLOW_TIMEOUT_MS (30000), FLOW_REJECTED_INDEX (random).
 // Exit 0 when every check passed, 1 otherwise.
 
 import { chromium } from 'playwright-core';
@@ -28,7 +28,7 @@ const ORDER_URL = (env.ORDER_URL || 'http://127.0.0.1:9000').replace(/\/+$/, '')
 const RELAY_URL = (env.RELAY_URL || 'http://127.0.0.1:8080').replace(/\/+$/, '');
 const RELAY_ADMIN_TOKEN = env.RELAY_ADMIN_TOKEN || 'local-admin-token';
 const CHROMIUM = env.CHROMIUM || '/usr/bin/chromium';
-const SCREENSHOT = path.resolve(here, env.SCREENSHOT || '../../../docs/flow-page.png');
+const SCREENSHOT = path.resolve(here, env.SCREENSHOT || '../../../.stack/flow-page.png');
 const FAILED_SCREENSHOT = SCREENSHOT.replace(/(\.png)?$/i, '-failed.png');
 const FLOW_ORDERS = positiveInt('FLOW_ORDERS', 12);
 const FLOW_TIMEOUT_MS = positiveInt('FLOW_TIMEOUT_MS', 30000);
@@ -241,8 +241,8 @@ function checkOrder(order, row) {
   // data-at of the done steps: present, valid, and ordered where one step causes the next.
   // Two pairs are not: the relay marks a row published after the broker's ack, so the consumer
   // may already have acted (reserved before "published", confirmed before "answer published").
-  // The page shows such a step only once the mark landed (the order check above); its time
-  // stays the one its writer recorded.
+  // The page shows the publish step done as soon as its effect is seen, and its time once the
+  // mark lands; every time is the one its writer recorded.
   const RACES_MARK = new Set(['reserved', 'confirmed']);
   let atProblem = '';
   const times = [];

@@ -12,10 +12,12 @@
 //! | order confirmed / rejected | order-service, with `OrderConfirmed` / `OrderRejected` | that outbox row's `created_at` |
 //! | invoiced | invoice-service | the invoice's `issued_at` (MongoDB) |
 //!
-//! A step shows as done only once the steps before it are. The relay marks a row published
-//! *after* the broker acknowledged it, so a quick consumer may act on a message before the
-//! mark lands: at least once at work. The page waits for the mark instead of showing the
-//! answer before the publication it answers; the times stay the ones written down.
+//! A step shows as done only once the steps before it are. A publication is also known by its
+//! effect: the relay marks a row published *after* the broker acknowledged it, so a quick
+//! consumer may act on a message before the mark lands (at least once at work), and Debezium
+//! (the compose profile `debezium`) marks nothing at all. A publish step whose next step
+//! happened is therefore done, without a time until a mark gives it one. Every time shown is
+//! the one its writer recorded.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -34,16 +36,6 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn empty() -> Self {
-        Self {
-            at: Utc::now(),
-            orders: Vec::new(),
-            outboxes: Vec::new(),
-            consumers: Vec::new(),
-            unavailable: Vec::new(),
-        }
-    }
-
     /// Whether anything but the time differs: only a change is worth sending to the pages.
     pub fn same_flow(&self, other: &Self) -> bool {
         self.orders == other.orders
@@ -108,6 +100,8 @@ pub struct Step {
     pub step: StepKey,
     pub label: &'static str,
     pub state: StepState,
+    /// A rejection: "stock rejected" or "order rejected".
+    pub rejected: bool,
     pub at: Option<DateTime<Utc>>,
     /// Milliseconds since the order was committed.
     pub elapsed_ms: Option<i64>,
@@ -184,11 +178,15 @@ impl OrderFlow {
         ];
         let mut before_done = true;
         let steps = known
-            .into_iter()
-            .map(|(step, label, at)| {
+            .iter()
+            .enumerate()
+            .map(|(i, &(step, label, at))| {
+                // A publication nobody marked (Debezium) is known by the step it caused.
+                let publish_seen = matches!(step, StepKey::Published | StepKey::AnswerPublished)
+                    && known.get(i + 1).is_some_and(|next| next.2.is_some());
                 let state = if step == StepKey::Invoiced && rejected {
                     StepState::Never
-                } else if before_done && at.is_some() {
+                } else if before_done && (at.is_some() || publish_seen) {
                     StepState::Done
                 } else {
                     StepState::Waiting
@@ -199,6 +197,7 @@ impl OrderFlow {
                     step,
                     label,
                     state,
+                    rejected: rejected && matches!(step, StepKey::Reserved | StepKey::Confirmed),
                     at,
                     elapsed_ms: at.map(|at| (at - record.committed_at).num_milliseconds()),
                 }
@@ -256,7 +255,23 @@ mod tests {
 
     #[test]
     fn a_step_waits_for_the_steps_before_it() {
-        // Inventory answered before the relay's mark of OrderPlaced landed.
+        // Nothing from inventory yet: what comes after its answer waits for it, whatever
+        // else is written.
+        let mut r = record("PENDING");
+        r.answer = None;
+        let flow = OrderFlow::of(&r);
+        assert_eq!(
+            states(&flow),
+            [StepState::Done; 2]
+                .into_iter()
+                .chain([StepState::Waiting; 4])
+                .collect::<Vec<_>>()
+        );
+        assert!(flow.steps[4].at.is_none(), "a waiting step shows no time");
+    }
+
+    #[test]
+    fn a_publication_inventory_acted_on_is_done_before_its_mark_lands() {
         let mut r = record("PENDING");
         r.placed_published_at = None;
         r.settled_at = None;
@@ -264,12 +279,26 @@ mod tests {
         let flow = OrderFlow::of(&r);
         assert_eq!(
             states(&flow),
-            [StepState::Done]
+            [StepState::Done; 4]
                 .into_iter()
-                .chain([StepState::Waiting; 5])
+                .chain([StepState::Waiting; 2])
                 .collect::<Vec<_>>()
         );
-        assert!(flow.steps[2].at.is_none(), "a waiting step shows no time");
+        assert_eq!(flow.steps[1].at, None, "no mark, no time");
+        assert_eq!(flow.steps[3].elapsed_ms, Some(25));
+    }
+
+    #[test]
+    fn an_unmarked_publication_is_known_by_its_effect() {
+        // Under Debezium nothing sets published_at.
+        let mut r = record("CONFIRMED");
+        r.placed_published_at = None;
+        r.answer.as_mut().unwrap().published_at = None;
+        let flow = OrderFlow::of(&r);
+        assert_eq!(states(&flow), vec![StepState::Done; 6]);
+        assert_eq!(flow.steps[1].at, None);
+        assert_eq!(flow.steps[3].at, None);
+        assert_eq!(flow.steps[2].elapsed_ms, Some(20));
     }
 
     #[test]
@@ -287,5 +316,7 @@ mod tests {
         );
         assert_eq!(flow.steps[2].label, "stock rejected");
         assert_eq!(flow.steps[4].label, "order rejected");
+        let rejections: Vec<_> = flow.steps.iter().map(|s| s.rejected).collect();
+        assert_eq!(rejections, [false, false, true, false, true, false]);
     }
 }

@@ -8,7 +8,8 @@
 //!
 //! It only reads: the two PostgreSQL databases, MongoDB's invoices and Kafka's offsets, the
 //! same tables the walkthrough shows with psql. One poller reads them every
-//! `CONSOLE_POLL_MS` and every open page gets the result over server-sent events, so the
+//! `CONSOLE_POLL_MS` (the offsets once a second) and every open page gets the result over
+//! server-sent events, so the
 //! number of browsers does not change the load on the databases. It is part of the demo,
 //! not of the pattern: nothing depends on it, and no service needs it to run.
 
@@ -17,4 +18,5 @@ pub mod flow;
 pub mod routes;
 pub mod sources;
 pub mod startup;
+pub mod state;
 pub mod watch;

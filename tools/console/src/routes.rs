@@ -20,7 +20,7 @@ use service_kit::{
 };
 use tokio_stream::wrappers::WatchStream;
 
-use crate::{flow::Snapshot, startup::AppState};
+use crate::{flow::Snapshot, state::AppState};
 
 pub fn router(state: AppState) -> Router {
     Router::new()

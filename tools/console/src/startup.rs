@@ -3,20 +3,7 @@
 use service_kit::{http::Server, StartupError};
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    config::Config,
-    routes,
-    sources::Sources,
-    watch::{self, Snapshots},
-};
-
-#[derive(Clone)]
-pub struct AppState {
-    pub sources: Sources,
-    pub snapshots: Snapshots,
-    /// Ends the event streams when the server stops.
-    pub shutdown: CancellationToken,
-}
+use crate::{config::Config, routes, sources::Sources, state::AppState, watch};
 
 pub struct Application {
     server: Server,
@@ -41,7 +28,8 @@ impl Application {
 
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), StartupError> {
         tracing::info!(port = self.port(), "flow-console listening");
-        let snapshots = watch::spawn(self.sources.clone(), self.config.poll, shutdown.clone());
+        let snapshots =
+            watch::spawn(self.sources.clone(), self.config.poll, shutdown.clone()).await;
         let state = AppState {
             sources: self.sources,
             snapshots,

@@ -11,9 +11,11 @@ use crate::{flow::Snapshot, sources::Sources};
 
 pub type Snapshots = watch::Receiver<Arc<Snapshot>>;
 
-/// Starts the poller; it stops on `shutdown`.
-pub fn spawn(sources: Sources, poll: Duration, shutdown: CancellationToken) -> Snapshots {
-    let (tx, rx) = watch::channel(Arc::new(Snapshot::empty()));
+/// Reads a first snapshot, then starts the poller (and the lag reader); they stop on
+/// `shutdown`.
+pub async fn spawn(sources: Sources, poll: Duration, shutdown: CancellationToken) -> Snapshots {
+    sources.spawn_lag_reader(shutdown.clone());
+    let (tx, rx) = watch::channel(Arc::new(sources.snapshot().await));
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(poll);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

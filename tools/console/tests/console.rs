@@ -117,7 +117,14 @@ async fn each_order_shows_the_steps_its_rows_record() {
     let shop = shop().await;
     // A confirmed and invoiced order, with every time 10 ms apart, the waits varying.
     let confirmed = Uuid::now_v7();
-    let t = |ms: u32| format!("2026-11-26T12:00:00.{ms:03}Z");
+    // Times a little in the past, as the services would have written them (the outbox ids,
+    // UUIDv7 made now, are never older than their order: the console relies on that).
+    // Whole seconds: MongoDB keeps milliseconds, PostgreSQL microseconds.
+    let base = chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp() - 10, 0).unwrap();
+    let t = |ms: i64| {
+        (base + chrono::Duration::milliseconds(ms))
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    };
     order(&shop.orders, confirmed, "CONFIRMED", &t(0)).await;
     event(&shop.orders, confirmed, "OrderPlaced", &t(0), Some(&t(7))).await;
     event(
@@ -144,8 +151,9 @@ async fn each_order_shows_the_steps_its_rows_record() {
         })
         .await
         .unwrap();
-    // A rejected one, and one whose event the relay has not published: it waits, and so does
-    // the answer inventory already wrote (the relay's mark comes after the broker's ack).
+    // A rejected one; one whose OrderPlaced inventory already answered before the relay's mark
+    // landed (the mark comes after the broker's ack): published shows done, without a time;
+    // and one nobody has published yet: everything after its commit waits.
     let rejected = Uuid::now_v7();
     order(&shop.orders, rejected, "REJECTED", &t(100)).await;
     event(
@@ -165,17 +173,20 @@ async fn each_order_shows_the_steps_its_rows_record() {
     )
     .await;
     event(&shop.orders, rejected, "OrderRejected", &t(120), None).await;
+    let unmarked = Uuid::now_v7();
+    order(&shop.orders, unmarked, "PENDING", &t(200)).await;
+    event(&shop.orders, unmarked, "OrderPlaced", &t(200), None).await;
+    event(&shop.inventory, unmarked, "StockReserved", &t(210), None).await;
     let waiting = Uuid::now_v7();
-    order(&shop.orders, waiting, "PENDING", &t(200)).await;
-    event(&shop.orders, waiting, "OrderPlaced", &t(200), None).await;
-    event(&shop.inventory, waiting, "StockReserved", &t(210), None).await;
+    order(&shop.orders, waiting, "PENDING", &t(300)).await;
+    event(&shop.orders, waiting, "OrderPlaced", &t(300), None).await;
     sqlx::query("update outbox set parked_at = now() where type = 'OrderRejected'")
         .execute(&shop.orders)
         .await
         .unwrap();
 
     let flow = flow(&shop, |f| {
-        f["orders"].as_array().is_some_and(|o| o.len() == 3)
+        f["orders"].as_array().is_some_and(|o| o.len() == 4)
     })
     .await;
     let of = |id: Uuid| {
@@ -213,6 +224,17 @@ async fn each_order_shows_the_steps_its_rows_record() {
     );
     assert_eq!(of(rejected)["steps"][2]["label"], "stock rejected");
     assert_eq!(
+        steps(&of(unmarked)),
+        vec![
+            done("committed", 0),
+            ("published".to_owned(), "done".to_owned(), None),
+            done("reserved", 10),
+            waits("answer_published"),
+            waits("confirmed"),
+            waits("invoiced"),
+        ]
+    );
+    assert_eq!(
         steps(&of(waiting)),
         vec![
             done("committed", 0),
@@ -225,7 +247,7 @@ async fn each_order_shows_the_steps_its_rows_record() {
     );
     // Newest first.
     assert_eq!(flow["orders"][0]["order_id"], waiting.to_string());
-    // Orders: the waiting OrderPlaced is pending, the OrderRejected parked; inventory: one.
+    // Orders: two OrderPlaced pending, the OrderRejected parked; inventory: one answer pending.
     let outbox = |db: &str| {
         let o = flow["outboxes"]
             .as_array()
@@ -239,7 +261,7 @@ async fn each_order_shows_the_steps_its_rows_record() {
             o["parked"].as_i64().unwrap(),
         )
     };
-    assert_eq!(outbox("orders"), (1, 1));
+    assert_eq!(outbox("orders"), (2, 1));
     assert_eq!(outbox("inventory"), (1, 0));
     let groups: Vec<_> = flow["consumers"]
         .as_array()
@@ -303,4 +325,25 @@ async fn an_open_event_stream_gets_each_new_order() {
         };
         assert_eq!(shows.len(), n);
     }
+}
+
+#[tokio::test]
+async fn an_open_event_stream_ends_when_the_console_stops() {
+    let shop = shop().await;
+    let mut response = testkit::http()
+        .get(format!("{}/events", shop.console.address))
+        .send()
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), response.chunk())
+        .await
+        .expect("no first event")
+        .unwrap();
+    assert!(first.is_some_and(|c| String::from_utf8_lossy(&c).contains("event: snapshot")));
+    drop(shop.console); // cancels its shutdown token
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(_)) = response.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived the console's shutdown");
 }

@@ -36,6 +36,13 @@ pub enum VerifyError {
     Mongo(#[from] mongodb::error::Error),
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("kafka: {topic} partition {partition} read to offset {read_to} of {end} within the time allowed")]
+    Incomplete {
+        topic: String,
+        partition: i32,
+        read_to: i64,
+        end: i64,
+    },
 }
 
 /// Where to look.

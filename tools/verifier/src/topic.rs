@@ -120,6 +120,15 @@ fn read<T>(
             next = message.offset() + 1;
             out.extend(keep(&message));
         }
+        // A partial read would count deliveries short: say so instead.
+        if next < high {
+            return Err(VerifyError::Incomplete {
+                topic: topic.to_owned(),
+                partition,
+                read_to: next,
+                end: high,
+            });
+        }
     }
     Ok(out)
 }
