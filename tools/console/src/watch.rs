@@ -1,6 +1,6 @@
 //! The one poller: reads the sources every `poll` and publishes a snapshot when the flow
-//! changed. Pages subscribe to it ([`tokio::sync::watch`]), so a hundred open pages cost the
-//! databases what one does.
+//! changed, or every few seconds when it did not. Pages subscribe to it
+//! ([`tokio::sync::watch`]), so a hundred open pages cost the databases what one does.
 
 use std::{sync::Arc, time::Duration};
 
@@ -10,6 +10,9 @@ use tokio_util::sync::CancellationToken;
 use crate::{flow::Snapshot, sources::Sources};
 
 pub type Snapshots = watch::Receiver<Arc<Snapshot>>;
+
+/// The longest the pages go without a snapshot, even when nothing changed.
+const HEARTBEAT: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
 
 /// Reads a first snapshot, then starts the poller (and the lag reader); they stop on
 /// `shutdown`.
@@ -26,11 +29,13 @@ pub async fn spawn(sources: Sources, poll: Duration, shutdown: CancellationToken
             }
             let next = sources.snapshot().await;
             tx.send_if_modified(|current| {
-                let changed = !current.same_flow(&next);
-                if changed {
+                // A quiet system still gets a fresh snapshot now and then, so the page's time
+                // shows the poller is alive.
+                let due = !current.same_flow(&next) || next.at - current.at >= HEARTBEAT;
+                if due {
                     *current = Arc::new(next);
                 }
-                changed
+                due
             });
         }
     });
