@@ -1,7 +1,7 @@
-# One image with all four binaries of the workspace: order-service, inventory-service,
-# invoice-service and outbox-processor, in /usr/local/bin. docker-compose.yml runs each
-# service from this image and picks its binary with `command:`. One image rather than four
-# (or a build ARG per binary) because the four share almost all their dependencies: one
+# One image with the workspace's binaries: order-service, inventory-service, invoice-service,
+# outbox-processor, flow-console and outbox-verify, in /usr/local/bin. docker-compose.yml runs
+# each service from this image and picks its binary with `command:`. One image rather than one
+# each (or a build ARG per binary) because they share almost all their dependencies: one
 # `cargo build` compiles the workspace once, and compose builds and stores one image.
 #
 #   docker build -t outbox-reference:local .
@@ -53,6 +53,6 @@ USER 10001:10001
 # the container's interface to be reached through a published port.
 ENV BIND_ADDRESS=0.0.0.0
 # The ports the services listen on by default (PORT overrides): order 9000, inventory 8000,
-# invoice 8001, relay 8080.
+# invoice 8001, relay 8080, flow console 8090.
 EXPOSE 9000 8000 8001 8080 8090
 # No default command on purpose: name the binary to run (compose does, per service).

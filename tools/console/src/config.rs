@@ -14,7 +14,8 @@ pub struct Config {
     pub mongodb_uri: SecretString,
     pub mongodb_database: String,
     pub kafka: KafkaConfig,
-    /// How often the databases and Kafka are read (`CONSOLE_POLL_MS`, default 300).
+    /// How often the databases are read (`CONSOLE_POLL_MS`, default 300); Kafka's offsets are
+    /// read once a second whatever this is.
     pub poll: Duration,
     /// How many of the newest orders the page shows (`CONSOLE_ORDERS`, default 20).
     pub orders: i64,

@@ -14,7 +14,8 @@
 //!
 //! A step shows as done only once the steps before it are. A publication is also known by its
 //! effect: the relay marks a row published *after* the broker acknowledged it, so a quick
-//! consumer may act on a message before the mark lands (at least once at work), and Debezium
+//! consumer may act on a message before the mark lands (the window in which a relay crash
+//! would publish the row again: why delivery is at least once), and Debezium
 //! (the compose profile `debezium`) marks nothing at all. A publish step whose next step
 //! happened is therefore done, without a time until a mark gives it one. Every time shown is
 //! the one its writer recorded.

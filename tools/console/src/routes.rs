@@ -1,5 +1,6 @@
 //! The console's HTTP port (8090): the page at `/`, its data at `/flow.json` and as a live
-//! stream at `/events` (server-sent events, one `snapshot` event per change), `/health`.
+//! stream at `/events` (server-sent events: a `snapshot` event per change, and every 5 s),
+//! `/health`.
 
 use std::{convert::Infallible, time::Duration};
 

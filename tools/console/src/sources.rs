@@ -1,8 +1,9 @@
 //! Reading what the services wrote: the orders and their outbox rows, inventory's answers in
 //! its outbox, the invoices, the outboxes' backlog and the consumer groups' offsets.
 //!
-//! Read-only, and each source on its own: a database or broker that is away leaves its part
-//! of the snapshot empty and its name in [`Snapshot::unavailable`], the rest still shows.
+//! Read-only, and each source on its own: a database that is away leaves its part of the
+//! snapshot empty and its name in [`Snapshot::unavailable`] (a broker that is away, its error
+//! in each consumer's row), and the rest still shows.
 //! Every query is bounded (`statement_timeout`), the sources are read side by side, and
 //! Kafka's offsets are read by a task of their own, so one slow source never stalls the page.
 

@@ -1,5 +1,6 @@
 //! `outbox-verify`: checks the whole system's invariants and exits non-zero on a violation.
-//! `outbox-verify messages TOPIC KEY` prints, as a JSON array, every message of TOPIC with that key:
+//! `outbox-verify messages TOPIC KEY [SINCE]` prints, as a JSON array, every message of TOPIC with
+//! that key (only those stamped at or after SINCE, an RFC 3339 time, when given):
 //! partition, offset, headers and payload (the walkthrough shows an order's event with it).
 //! Settings come from the environment, with the local stack's values as defaults.
 
@@ -18,19 +19,28 @@ async fn main() -> ExitCode {
             check().await
         }
         // No log lines: its standard output is the JSON, for people and for scripts alike.
-        [command, topic, key] if command == "messages" => messages(topic, key),
+        [command, topic, key] if command == "messages" => messages(topic, key, None),
+        [command, topic, key, since] if command == "messages" => {
+            match chrono::DateTime::parse_from_rfc3339(since) {
+                Ok(since) => messages(topic, key, Some(since.to_utc())),
+                Err(e) => {
+                    eprintln!("outbox-verify: SINCE {since:?} is not an RFC 3339 time: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         _ => {
-            eprintln!("usage: outbox-verify | outbox-verify messages TOPIC KEY");
+            eprintln!("usage: outbox-verify | outbox-verify messages TOPIC KEY [SINCE]");
             ExitCode::from(2)
         }
     }
 }
 
 /// Prints the messages of `topic` with key `key`; exits 1 when there is none.
-fn messages(topic: &str, key: &str) -> ExitCode {
+fn messages(topic: &str, key: &str, since: Option<chrono::DateTime<chrono::Utc>>) -> ExitCode {
     let found = KafkaConfig::from_env()
         .map_err(|e| e.to_string())
-        .and_then(|kafka| messages_with_key(&kafka, topic, key).map_err(|e| e.to_string()));
+        .and_then(|kafka| messages_with_key(&kafka, topic, key, since).map_err(|e| e.to_string()));
     match found {
         Ok(found) => {
             match serde_json::to_string_pretty(&found) {

@@ -1,8 +1,10 @@
 //! Reading a topic from its start to its current end, partition by partition, without joining
 //! a consumer group: how the verifier counts deliveries, and how the walkthrough shows the
-//! message the relay published for one order (`outbox-verify messages TOPIC KEY`).
+//! message the relay published for one order (`outbox-verify messages TOPIC KEY [SINCE]`).
 
 use std::{collections::BTreeMap, time::Duration};
+
+use chrono::{DateTime, Utc};
 
 use outbox::kafka::KafkaConfig;
 use rdkafka::{
@@ -20,7 +22,7 @@ pub type Delivery = (Vec<u8>, Option<Uuid>);
 
 /// (key, id header) of every message of `topic`, partition by partition, up to the end.
 pub fn read_all(kafka: &KafkaConfig, topic: &str) -> Result<Vec<Delivery>, VerifyError> {
-    read(kafka, topic, |message| {
+    read(kafka, topic, None, |message| {
         let id = header(message, outbox::envelope::header::ID)
             .and_then(|v| Uuid::parse_str(v.trim_matches('"')).ok());
         Some((message.key().unwrap_or_default().to_vec(), id))
@@ -39,13 +41,15 @@ pub struct Peeked {
     pub payload: serde_json::Value,
 }
 
-/// Every message of `topic` whose key is `key`, in offset order.
+/// Every message of `topic` whose key is `key`, in offset order; with `since`, only from the
+/// first message of each partition stamped at or after it (a long topic is not read whole).
 pub fn messages_with_key(
     kafka: &KafkaConfig,
     topic: &str,
     key: &str,
+    since: Option<DateTime<Utc>>,
 ) -> Result<Vec<Peeked>, VerifyError> {
-    read(kafka, topic, |message| {
+    read(kafka, topic, since, |message| {
         (message.key() == Some(key.as_bytes())).then(|| Peeked {
             topic: topic.to_owned(),
             partition: message.partition(),
@@ -74,6 +78,26 @@ pub fn messages_with_key(
     })
 }
 
+/// The offset of the partition's first message stamped at or after `since`; `None` when there
+/// is none. A broker that cannot answer by time gets the whole partition read (`Some(0)`).
+fn first_offset_since(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    since: DateTime<Utc>,
+) -> Option<i64> {
+    let mut wanted = TopicPartitionList::new();
+    wanted
+        .add_partition_offset(topic, partition, Offset::Offset(since.timestamp_millis()))
+        .ok()?;
+    let found = consumer.offsets_for_times(wanted, Duration::from_secs(10));
+    match found.map(|f| f.find_partition(topic, partition).map(|p| p.offset())) {
+        Ok(Some(Offset::Offset(offset))) => Some(offset),
+        Ok(Some(Offset::End)) => None,
+        _ => Some(0),
+    }
+}
+
 fn header<'m>(message: &'m BorrowedMessage<'_>, name: &str) -> Option<&'m str> {
     message.headers().and_then(|h| {
         h.iter()
@@ -83,11 +107,12 @@ fn header<'m>(message: &'m BorrowedMessage<'_>, name: &str) -> Option<&'m str> {
     })
 }
 
-/// What `keep` makes of every message of `topic`, partition by partition, up to the end each
-/// partition had when the read began.
+/// What `keep` makes of every message of `topic`, partition by partition, from the start (or
+/// the first message at or after `since`) up to the end each partition had when the read began.
 fn read<T>(
     kafka: &KafkaConfig,
     topic: &str,
+    since: Option<DateTime<Utc>>,
     mut keep: impl FnMut(&BorrowedMessage<'_>) -> Option<T>,
 ) -> Result<Vec<T>, VerifyError> {
     let consumer: BaseConsumer = ClientConfig::new()
@@ -104,6 +129,14 @@ fn read<T>(
     let mut out = Vec::new();
     for partition in partitions {
         let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
+        let low = match since {
+            Some(since) => match first_offset_since(&consumer, topic, partition, since) {
+                Some(offset) => offset.max(low),
+                // Nothing stamped that late: nothing to read here.
+                None => high,
+            },
+            None => low,
+        };
         if high <= low {
             continue;
         }
