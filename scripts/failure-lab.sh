@@ -8,6 +8,10 @@
 
 LAB_DIR="$STACK_DIR/lab"
 LAB_SCENARIOS=(broker freeze relay embedded-relay consumers scale-out database)
+# With Debezium as the relay (STACK_RELAY=debezium): what means the same for a log-tailing relay,
+# and the faults that are its own: the relay frozen while it holds its slot, a PostgreSQL
+# restart under its replication connection, and the slot of a quiet database.
+LAB_DEBEZIUM_SCENARIOS=(broker freeze relay relay-freeze consumers scale-out database pg-restart slot-wal)
 
 lab_header() { printf '\n==> failure lab: %s\n' "$*"; }
 
@@ -92,14 +96,17 @@ verifier() {
   [[ -x $bin ]] || die "outbox-verify not built ($bin)"
   env ORDERS_DATABASE_URL="$PG_ORDERS_URL" INVENTORY_DATABASE_URL="$PG_INVENTORY_URL" \
     MONGODB_URI="$MONGO_URL" MONGODB_DATABASE="$INVOICES_DB" KAFKA_BROKERS="$KAFKA_ADDR" \
-    VERIFY_SETTLE_MS="${VERIFY_SETTLE_MS:-90000}" RUST_LOG=warn "$bin"
+    VERIFY_SETTLE_MS="${VERIFY_SETTLE_MS:-90000}" VERIFY_RELAY="$RELAY" RUST_LOG=warn "$bin"
 }
 
-# 1. The broker goes away: orders are still accepted, outbox rows wait, everything is
-#    published once the broker is back.
+# 1. The broker goes away for LAB_BROKER_DOWN_SECONDS (at least while 15 orders are placed):
+#    orders are still accepted, their events wait, everything is published once it is back.
+#    Our relay's rows wait unmarked; Debezium marks nothing, so there its wait is the time.
 lab_broker() {
-  lab_header "broker unavailable"
+  local down=${LAB_BROKER_DOWN_SECONDS:-0} started
+  lab_header "broker unavailable${down:+ for at least $down s}"
   crash kafka
+  started=$SECONDS
   load_start 15 0.05
   load_wait
   load_summary
@@ -107,9 +114,15 @@ lab_broker() {
   accepted=$(grep -c '^201$' "$LAB_DIR/codes" || true)
   [[ $accepted -eq 15 ]] || die "lab broker: only $accepted of 15 orders were accepted while the broker was down"
   sleep 2
-  waiting=$(psql "$PG_ORDERS_URL" -Atc "select count(*) from outbox where published_at is null")
-  log "lab: $waiting outbox rows wait for the broker"
-  [[ $waiting -ge 15 ]] || die "lab broker: expected the 15 new events to wait in the outbox, found $waiting"
+  if [[ $RELAY == outbox-processor ]]; then
+    waiting=$(psql "$PG_ORDERS_URL" -Atc "select count(*) from outbox where published_at is null")
+    log "lab: $waiting outbox rows wait for the broker"
+    [[ $waiting -ge 15 ]] || die "lab broker: expected the 15 new events to wait in the outbox, found $waiting"
+  fi
+  if ((SECONDS - started < down)); then
+    log "lab: the broker stays down for $((down - SECONDS + started)) s more"
+    sleep "$((down - SECONDS + started))"
+  fi
   revive kafka
   verifier
 }
@@ -148,16 +161,58 @@ lab_freeze() {
   verifier
 }
 
-# 2. The relay is SIGKILLed at random moments (also between the broker's ack and its mark).
+# 2. The relay is SIGKILLed at random moments while orders stream in (ours also between the
+#    broker's ack and its mark; Debezium between its sends and its offset flush).
 lab_relay() {
-  lab_header "relay crashes"
+  lab_header "relay ($RELAY) crashes"
   load_start 60 0.03
   local i
   for i in 1 2 3 4 5; do
     rand_sleep 9
-    crash outbox-processor
+    crash "$RELAY"
     rand_sleep 5
-    revive outbox-processor
+    revive "$RELAY"
+  done
+  load_wait
+  load_summary
+  verifier
+}
+
+# 2c. The relay frozen (SIGSTOP: a stalled VM, a long GC pause) while orders stream in, for
+#     longer than PostgreSQL's wal_sender_timeout (60 s) with Debezium, whose replication
+#     connection the server then closes. It must go on by itself after SIGCONT.
+lab_relay_freeze() {
+  local secs=${LAB_RELAY_FREEZE_SECONDS:-15} pid
+  [[ $RELAY == debezium ]] && secs=${LAB_RELAY_FREEZE_SECONDS:-70}
+  lab_header "relay ($RELAY) frozen (SIGSTOP for $secs s, then SIGCONT)"
+  load_start 100 0.05
+  sleep "$((RANDOM % 3 + 1))"
+  pid=$(pid_of "$RELAY") || die "lab relay-freeze: $RELAY is not running"
+  trap thaw EXIT
+  FROZEN_PID=$pid
+  log "lab: SIGSTOP $RELAY (pid $pid) for $secs s"
+  kill -STOP "$pid"
+  sleep "$secs"
+  log "lab: SIGCONT $RELAY (pid $pid)"
+  thaw
+  trap - EXIT
+  load_wait
+  load_summary
+  verifier
+}
+
+# 7b. PostgreSQL restarts under everything (the stack's own cluster, so only with Debezium):
+#     every connection drops, the replication connection too; each resumes where it was.
+lab_pg_restart() {
+  [[ $RELAY == debezium ]] ||
+    die "lab pg-restart restarts the stack's own cluster, which only STACK_RELAY=debezium uses; the machine's cluster is not the lab's to restart"
+  lab_header "PostgreSQL restarts"
+  load_start 100 0.05
+  local i
+  for i in 1 2; do
+    rand_sleep 9
+    log "lab: pg_ctlcluster restart of cluster $LOGICAL_CLUSTER (port $LOGICAL_PORT)"
+    restart_logical_cluster
   done
   load_wait
   load_summary
@@ -307,19 +362,58 @@ lab_database() {
   verifier
 }
 
+# 10. A quiet database's slot while another database of the cluster is busy (Debezium only):
+#     the WAL is the cluster's, so a slot whose database sees no captured change holds every
+#     byte written since its last confirmed position, until its disk is full. The connectors'
+#     heartbeat (heartbeat.interval.ms and heartbeat.action.query in deploy/debezium) writes a
+#     WAL message into their own database, which lets them confirm a newer position. Here the
+#     orders database writes LAB_WAL_MB of WAL into a table no connector reads, and every slot
+#     must come back under a quarter of that within three heartbeats.
+lab_slot_wal() {
+  [[ $RELAY == debezium ]] || die "lab slot-wal is about Debezium's slots (STACK_RELAY=debezium)"
+  local mb=${LAB_WAL_MB:-64} rows beat started held max f
+  lab_header "slot of a quiet database while another one writes $mb MB of WAL"
+  beat=0
+  for f in "${DEBEZIUM_CONNECTORS[@]}"; do
+    beat=$(($(connector_setting "$f" heartbeat.interval.ms) / 1000))
+  done
+  ((beat > 0)) || die "lab slot-wal: the connectors have no heartbeat.interval.ms"
+  rows=$((mb * 1024 * 1024 / 700)) # a row of 500 characters writes about 700 bytes of WAL
+  psql "$PG_ORDERS_URL" -v ON_ERROR_STOP=1 -qc "create table lab_wal_filler (id int, filler text);
+    insert into lab_wal_filler select g, repeat('x', 500) from generate_series(1, $rows) g;
+    drop table lab_wal_filler"
+  held=$(slots_held_bytes)
+  log "lab: after $mb MB of WAL in $ORDERS_DB, the slots hold at most $((held / 1048576)) MB"
+  max=$((mb * 1048576 / 4))
+  started=$SECONDS
+  while ((held > max)); do
+    ((SECONDS - started > 3 * beat)) &&
+      die "lab slot-wal: a slot still holds $((held / 1048576)) MB after $((3 * beat)) s (bound: $((max / 1048576)) MB)"
+    sleep 1
+    held=$(slots_held_bytes)
+  done
+  log "lab: $((SECONDS - started)) s later every slot holds at most $((held / 1024)) kB (bound: $((max / 1048576)) MB)"
+  logical_psql -F ' ' -c "select slot_name, database, pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)
+    from pg_replication_slots order by slot_name" | while read -r slot db bytes; do
+    log "lab:   $slot ($db): $bytes bytes of WAL held"
+  done
+}
+
+slots_held_bytes() { # the most WAL any slot on the logical cluster holds
+  logical_psql -c "select coalesce(max(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)), 0)::bigint
+    from pg_replication_slots"
+}
+
 cmd_lab() {
-  local scenarios=("$@") s
-  [[ ${#scenarios[@]} -gt 0 && ${scenarios[0]} != all ]] || scenarios=("${LAB_SCENARIOS[@]}")
+  local scenarios=("$@") s all=("${LAB_SCENARIOS[@]}")
+  [[ $RELAY == debezium ]] && all=("${LAB_DEBEZIUM_SCENARIOS[@]}")
+  [[ ${#scenarios[@]} -gt 0 && ${scenarios[0]} != all ]] || scenarios=("${all[@]}")
   infra_up
   lab_owns_broker
   services_up >/dev/null
   for s in "${scenarios[@]}"; do
-    case "$s" in
-      broker | freeze | relay | consumers | database) "lab_$s" ;;
-      scale-out) lab_scale_out ;;
-      embedded-relay) lab_embedded_relay ;;
-      *) die "unknown scenario: $s (one of: ${LAB_SCENARIOS[*]})" ;;
-    esac
+    [[ " ${all[*]} " == *" $s "* ]] || die "unknown scenario with $RELAY as the relay: $s (one of: ${all[*]})"
+    "lab_${s//-/_}"
   done
   log "failure lab: ${scenarios[*]}: every invariant held"
 }
@@ -334,7 +428,7 @@ cmd_chaos() {
   services_up >/dev/null
   lab_header "chaos for ${seconds}s"
   load_start 100000 0.05
-  local end=$((SECONDS + seconds)) victims=(outbox-processor order-service inventory-service invoice-service kafka) victim kills=0
+  local end=$((SECONDS + seconds)) victims=("$RELAY" order-service inventory-service invoice-service kafka) victim kills=0
   while ((SECONDS < end)); do
     sleep "$((RANDOM % 3 + 1))"
     heal_broker

@@ -71,7 +71,13 @@ pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
         // Give up on one send after this long; the relay then records the failure and retries
         // the row later instead of holding its batch forever.
         .set("message.timeout.ms", "10000")
-        .set("linger.ms", "5");
+        .set("linger.ms", "5")
+        // The Java client's partitioner (murmur2 of the key; a keyless message goes anywhere),
+        // not librdkafka's default (crc32). Debezium and every Java producer partition so, and
+        // a key must land on the same partition whichever relay published it: switching
+        // relays would otherwise move most aggregates to another partition, where their next
+        // events could overtake the ones still queued on the old one.
+        .set("partitioner", "murmur2_random");
     config
 }
 
@@ -263,6 +269,7 @@ async fn consume<H: EventHandler>(
     let mut revocations = revocations;
     let _handover = PendingRevocation(consumer.clone());
     let mut failure: Option<String> = None;
+    let mut errors_in_a_row: u64 = 0;
     loop {
         let message = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -285,10 +292,25 @@ async fn consume<H: EventHandler>(
             message = consumer.recv() => message,
         };
         let message = match message {
-            Ok(message) => message.detach(),
+            Ok(message) => {
+                errors_in_a_row = 0;
+                message.detach()
+            }
+            // librdkafka reports what fails while it reconnects on its own, and queues the
+            // reports: a minute without a broker left hundreds of them. Waiting half a second
+            // after each one delayed the first message after the broker's return by as long
+            // again (order-service rejoined 100 s after a 60 s outage), so they are drained at
+            // once; only a long run of errors with no message between them is slowed down.
             Err(error) => {
-                tracing::warn!(%error, "kafka consumer error; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                errors_in_a_row += 1;
+                if errors_in_a_row == 1 || errors_in_a_row.is_multiple_of(100) {
+                    tracing::warn!(%error, errors_in_a_row, "kafka consumer error; retrying");
+                    if errors_in_a_row > 1 {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                } else {
+                    tracing::debug!(%error, errors_in_a_row, "kafka consumer error; retrying");
+                }
                 continue;
             }
         };

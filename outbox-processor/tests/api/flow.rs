@@ -12,7 +12,7 @@ use uuid::Uuid;
 use order_service::config::RelayMode;
 use outbox::relay::RelaySettings;
 use outbox_processor::config::SourceDatabase;
-use verify::{verify, Sources};
+use verify::{verify, Relay, Sources};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -54,6 +54,7 @@ async fn spawn_system(orders_relay: OrdersRelay) -> System {
         mongodb_database: mongodb_database.clone(),
         kafka: kafka.clone(),
         settle: Duration::from_secs(20),
+        relay: Relay::OutboxProcessor,
     };
 
     let orders = order_service::startup::Application::build(order_service::config::Config {
@@ -239,6 +240,7 @@ async fn an_order_travels_through_every_service_with(orders_relay: OrdersRelay) 
     // settle time: these do not heal by waiting).
     let sources = Sources {
         settle: Duration::from_secs(2),
+        relay: Relay::OutboxProcessor,
         ..system.sources.clone()
     };
     let mongo = mongodb::Client::with_uri_str(testkit::mongo_uri())

@@ -26,7 +26,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 mod topic;
-pub use topic::{messages_with_key, read_all, Delivery, Peeked};
+pub use topic::{messages_with_key, placements, read_all, Delivery, Peeked, Placement};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
@@ -55,6 +55,33 @@ pub struct Sources {
     pub kafka: KafkaConfig,
     /// How long to wait for the system to settle (no pending order, empty outboxes).
     pub settle: Duration,
+    /// Which relay publishes the outboxes: whether a published row is marked.
+    pub relay: Relay,
+}
+
+/// The relay that publishes the outboxes, as far as the verifier must know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Relay {
+    /// Our relay marks each row it published (`published_at`): an empty outbox is a settled one.
+    #[default]
+    OutboxProcessor,
+    /// Debezium reads the inserts from the WAL and marks nothing, so no row ever looks
+    /// published: only the orders' outcomes say the system has settled.
+    Debezium,
+}
+
+impl std::str::FromStr for Relay {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "outbox-processor" => Ok(Self::OutboxProcessor),
+            "debezium" => Ok(Self::Debezium),
+            other => Err(format!(
+                "{other:?} is neither outbox-processor nor debezium"
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -128,7 +155,7 @@ pub async fn verify(sources: &Sources) -> Result<Report, VerifyError> {
     let orders = outbox::db::connect(&sources.orders, 2).await?;
     let inventory = outbox::db::connect(&sources.inventory, 2).await?;
     let deadline = tokio::time::Instant::now() + sources.settle;
-    settle(&orders, &inventory, sources.settle).await?;
+    settle(&orders, &inventory, sources.relay, sources.settle).await?;
     loop {
         let report = check(sources, &orders, &inventory).await?;
         if report.ok() || tokio::time::Instant::now() >= deadline {
@@ -295,16 +322,27 @@ async fn check(
     Ok(report)
 }
 
-/// Waits until no order is pending and both outboxes are drained, or `timeout` passes.
-async fn settle(orders: &PgPool, inventory: &PgPool, timeout: Duration) -> Result<(), sqlx::Error> {
+/// Waits until no order is pending and both outboxes are drained (with a relay that marks its
+/// rows), or `timeout` passes.
+async fn settle(
+    orders: &PgPool,
+    inventory: &PgPool,
+    relay: Relay,
+    timeout: Duration,
+) -> Result<(), sqlx::Error> {
     let deadline = tokio::time::Instant::now() + timeout;
     let pending = "select count(*) from outbox where published_at is null and skipped_at is null";
     loop {
         let open: i64 = sqlx::query_scalar("select count(*) from orders where status = 'PENDING'")
             .fetch_one(orders)
             .await?;
-        let a: i64 = sqlx::query_scalar(pending).fetch_one(orders).await?;
-        let b: i64 = sqlx::query_scalar(pending).fetch_one(inventory).await?;
+        let (a, b): (i64, i64) = match relay {
+            Relay::OutboxProcessor => (
+                sqlx::query_scalar(pending).fetch_one(orders).await?,
+                sqlx::query_scalar(pending).fetch_one(inventory).await?,
+            ),
+            Relay::Debezium => (0, 0),
+        };
         if open + a + b == 0 || tokio::time::Instant::now() >= deadline {
             return Ok(());
         }

@@ -2,13 +2,15 @@
 //! `outbox-verify messages TOPIC KEY [SINCE]` prints, as a JSON array, every message of TOPIC with
 //! that key (only those stamped at or after SINCE, an RFC 3339 time, when given):
 //! partition, offset, headers and payload (the walkthrough shows an order's event with it).
+//! `outbox-verify partitions TOPIC` prints, as a JSON array, the partition, key and id of every
+//! message of TOPIC (the test that both relays put a key on the same partition reads it).
 //! Settings come from the environment, with the local stack's values as defaults.
 
 use std::process::ExitCode;
 
 use outbox::kafka::KafkaConfig;
 use service_kit::config;
-use verify::{messages_with_key, verify, Sources};
+use verify::{messages_with_key, placements, verify, Relay, Sources};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -20,6 +22,7 @@ async fn main() -> ExitCode {
         }
         // No log lines: its standard output is the JSON, for people and for scripts alike.
         [command, topic, key] if command == "messages" => messages(topic, key, None),
+        [command, topic] if command == "partitions" => partitions(topic),
         [command, topic, key, since] if command == "messages" => {
             match chrono::DateTime::parse_from_rfc3339(since) {
                 Ok(since) => messages(topic, key, Some(since.to_utc())),
@@ -30,7 +33,9 @@ async fn main() -> ExitCode {
             }
         }
         _ => {
-            eprintln!("usage: outbox-verify | outbox-verify messages TOPIC KEY [SINCE]");
+            eprintln!(
+                "usage: outbox-verify | outbox-verify messages TOPIC KEY [SINCE] | outbox-verify partitions TOPIC"
+            );
             ExitCode::from(2)
         }
     }
@@ -53,6 +58,24 @@ fn messages(topic: &str, key: &str, since: Option<chrono::DateTime<chrono::Utc>>
             } else {
                 ExitCode::SUCCESS
             }
+        }
+        Err(e) => {
+            eprintln!("outbox-verify: could not read {topic}: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Prints where every message of `topic` landed.
+fn partitions(topic: &str) -> ExitCode {
+    let found = KafkaConfig::from_env()
+        .map_err(|e| e.to_string())
+        .and_then(|kafka| placements(&kafka, topic).map_err(|e| e.to_string()))
+        .and_then(|found| serde_json::to_string(&found).map_err(|e| e.to_string()));
+    match found {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("outbox-verify: could not read {topic}: {e}");
@@ -100,5 +123,6 @@ fn sources() -> Result<Sources, config::ConfigError> {
         mongodb_database: config::string("MONGODB_DATABASE", "invoices"),
         kafka: KafkaConfig::from_env()?,
         settle: config::millis("VERIFY_SETTLE_MS", std::time::Duration::from_secs(30))?,
+        relay: config::var("VERIFY_RELAY", Relay::OutboxProcessor)?,
     })
 }

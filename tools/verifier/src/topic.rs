@@ -1,6 +1,7 @@
 //! Reading a topic from its start to its current end, partition by partition, without joining
-//! a consumer group: how the verifier counts deliveries, and how the walkthrough shows the
-//! message the relay published for one order (`outbox-verify messages TOPIC KEY [SINCE]`).
+//! a consumer group: how the verifier counts deliveries, how the walkthrough shows the
+//! message the relay published for one order (`outbox-verify messages TOPIC KEY [SINCE]`), and
+//! where each key landed (`outbox-verify partitions TOPIC`).
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -26,6 +27,27 @@ pub fn read_all(kafka: &KafkaConfig, topic: &str) -> Result<Vec<Delivery>, Verif
         let id = header(message, outbox::envelope::header::ID)
             .and_then(|v| Uuid::parse_str(v.trim_matches('"')).ok());
         Some((message.key().unwrap_or_default().to_vec(), id))
+    })
+}
+
+/// Where a message landed: its partition, key and `id` header.
+#[derive(Debug, Serialize)]
+pub struct Placement {
+    pub partition: i32,
+    pub key: String,
+    pub id: Option<Uuid>,
+}
+
+/// The placement of every message of `topic`: whether every relay put a key on one partition
+/// (`outbox-verify partitions TOPIC`).
+pub fn placements(kafka: &KafkaConfig, topic: &str) -> Result<Vec<Placement>, VerifyError> {
+    read(kafka, topic, None, |message| {
+        Some(Placement {
+            partition: message.partition(),
+            key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
+            id: header(message, outbox::envelope::header::ID)
+                .and_then(|v| Uuid::parse_str(v.trim_matches('"')).ok()),
+        })
     })
 }
 
