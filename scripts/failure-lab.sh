@@ -104,7 +104,7 @@ verifier() {
 #    Our relay's rows wait unmarked; Debezium marks nothing, so there its wait is the time.
 lab_broker() {
   local down=${LAB_BROKER_DOWN_SECONDS:-0} started
-  lab_header "broker unavailable${down:+ for at least $down s}"
+  if ((down > 0)); then lab_header "broker unavailable for at least $down s"; else lab_header "broker unavailable"; fi
   crash kafka
   started=$SECONDS
   load_start 15 0.05
@@ -254,6 +254,7 @@ wait_group_settled() { # name: until its consumer owns every partition of its to
 }
 
 lab_embedded_relay() {
+  [[ $RELAY == outbox-processor ]] || die "lab embedded-relay embeds our relay; it does not apply with $RELAY as the relay"
   lab_header "order-service with the relay embedded crashes"
   relay_mode true
   load_start 400 0.05
@@ -408,11 +409,14 @@ cmd_lab() {
   local scenarios=("$@") s all=("${LAB_SCENARIOS[@]}")
   [[ $RELAY == debezium ]] && all=("${LAB_DEBEZIUM_SCENARIOS[@]}")
   [[ ${#scenarios[@]} -gt 0 && ${scenarios[0]} != all ]] || scenarios=("${all[@]}")
+  for s in "${scenarios[@]}"; do
+    [[ " ${LAB_SCENARIOS[*]} ${LAB_DEBEZIUM_SCENARIOS[*]} " == *" $s "* ]] ||
+      die "unknown scenario: $s (one of: ${all[*]})"
+  done
   infra_up
   lab_owns_broker
   services_up >/dev/null
   for s in "${scenarios[@]}"; do
-    [[ " ${all[*]} " == *" $s "* ]] || die "unknown scenario with $RELAY as the relay: $s (one of: ${all[*]})"
     "lab_${s//-/_}"
   done
   log "failure lab: ${scenarios[*]}: every invariant held"

@@ -477,21 +477,12 @@ public final class DebeziumRelay {
         });
         http.createContext("/metrics", exchange -> {
             StringBuilder b = new StringBuilder();
-            b.append("# HELP debezium_relay_sent_total Records the broker acknowledged.\n");
-            b.append("# TYPE debezium_relay_sent_total counter\n");
-            for (Relay r : relays) {
-                b.append("debezium_relay_sent_total{connector=\"").append(r.connector.name).append("\"} ").append(r.sent.get()).append('\n');
-            }
-            b.append("# HELP debezium_relay_streaming 1 while the connector streams from its slot.\n");
-            b.append("# TYPE debezium_relay_streaming gauge\n");
-            for (Relay r : relays) {
-                b.append("debezium_relay_streaming{connector=\"").append(r.connector.name).append("\"} ").append(r.streaming ? 1 : 0).append('\n');
-            }
-            b.append("# HELP debezium_relay_engine_restarts_total Engines started again after they stopped on their own.\n");
-            b.append("# TYPE debezium_relay_engine_restarts_total counter\n");
-            for (Relay r : relays) {
-                b.append("debezium_relay_engine_restarts_total{connector=\"").append(r.connector.name).append("\"} ").append(r.restarts.get()).append('\n');
-            }
+            perConnector(b, "debezium_relay_sent_total", "counter", "Records the broker acknowledged.",
+                relays, r -> r.sent.get());
+            perConnector(b, "debezium_relay_streaming", "gauge", "1 while the connector streams from its slot.",
+                relays, r -> r.streaming ? 1 : 0);
+            perConnector(b, "debezium_relay_engine_restarts_total", "counter",
+                "Engines started again after they stopped on their own.", relays, r -> r.restarts.get());
             b.append("# HELP debezium_relay_failed_sends_total Sends of a batch that failed and were made again.\n");
             b.append("# TYPE debezium_relay_failed_sends_total counter\n");
             b.append("debezium_relay_failed_sends_total ").append(sink.failedBatches.get()).append('\n');
@@ -500,6 +491,17 @@ public final class DebeziumRelay {
         http.start();
         LOG.info("listening on http://127.0.0.1:{} (/health, /metrics)", port);
         return http;
+    }
+
+    /** One metric in Prometheus's text format, a line per connector. */
+    private static void perConnector(StringBuilder b, String name, String type, String help, List<Relay> relays,
+            java.util.function.ToLongFunction<Relay> value) {
+        b.append("# HELP ").append(name).append(' ').append(help).append('\n');
+        b.append("# TYPE ").append(name).append(' ').append(type).append('\n');
+        for (Relay r : relays) {
+            b.append(name).append("{connector=\"").append(r.connector.name).append("\"} ")
+                .append(value.applyAsLong(r)).append('\n');
+        }
     }
 
     private static String toJson(List<String> names) {

@@ -12,6 +12,7 @@
 //!
 //! # Layout
 //! - [`relay`]: throughput against raw produce, and CPU per 1,000 events.
+//! - [`versus`]: our relay beside Debezium (as shipped, and tuned), in one run.
 //! - [`intake`]: `POST /orders` against bare transactions.
 //! - [`latency`]: end to end at 200 orders/s, with every process's CPU.
 //! - [`broker`]: the broker alone: group join, failover, fetch wait against idle CPU.
@@ -24,6 +25,7 @@ mod process;
 mod relay;
 mod report;
 mod stats;
+mod versus;
 
 /// The table every measurement adds a row to: what, figure, same-run baseline, verdict.
 #[derive(Default)]
@@ -38,7 +40,7 @@ impl Results {
     }
 }
 
-const USAGE: &str = "usage: bench [all|raw|relay|scaling|intake|latency|broker]";
+const USAGE: &str = "usage: bench [all|raw|relay|debezium|scaling|intake|latency|broker]";
 
 #[tokio::main]
 async fn main() {
@@ -59,7 +61,11 @@ async fn main() {
         "measure", "figure", "baseline (same run)"
     );
     match what {
-        "relay" => relay::relay_throughput(&mut results, &[1]).await,
+        "relay" => {
+            relay::relay_throughput(&mut results, &[1]).await;
+            versus::versus(&mut results).await;
+        }
+        "debezium" => versus::versus(&mut results).await,
         "raw" => relay::relay_throughput(&mut results, &[]).await,
         "scaling" => relay::relay_throughput(&mut results, &[1, 2, 4]).await,
         "intake" => intake::intake(&mut results).await,
@@ -67,6 +73,7 @@ async fn main() {
         "broker" => broker::broker(&mut results).await,
         "all" => {
             relay::relay_throughput(&mut results, &[1, 2, 4]).await;
+            versus::versus(&mut results).await;
             intake::intake(&mut results).await;
             latency::latency(&mut results).await;
             broker::broker(&mut results).await;

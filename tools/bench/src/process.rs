@@ -124,6 +124,26 @@ pub fn pids_named(needle: &str) -> Vec<u32> {
         .collect()
 }
 
+/// `root` and the processes whose parent it is.
+fn children_of(root: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let parent = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid == root || parent(*pid) == Some(root))
+        .collect()
+}
+
 /// A named group of processes whose CPU use is watched: one service, or a server with all its
 /// processes (PostgreSQL's backends).
 #[derive(Debug, Clone)]
@@ -132,6 +152,9 @@ pub enum Watched {
     /// Every process whose program name contains this; processes that start while it is
     /// watched are counted from their start.
     Named(&'static str),
+    /// A process and its children, such as a PostgreSQL cluster's postmaster and every
+    /// backend of that cluster (and no other cluster's).
+    Tree(u32),
 }
 
 /// CPU use of several processes over a window, as a share of one core.
@@ -180,6 +203,7 @@ fn snapshot(watched: &Watched) -> HashMap<u32, Duration> {
     let pids = match watched {
         Watched::Pid(pid) => vec![*pid],
         Watched::Named(name) => pids_named(name),
+        Watched::Tree(root) => children_of(*root),
     };
     pids.into_iter()
         .filter_map(|pid| Some((pid, cpu_time(pid)?)))
