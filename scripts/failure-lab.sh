@@ -11,7 +11,7 @@ LAB_SCENARIOS=(broker freeze relay embedded-relay consumers scale-out database)
 # With Debezium as the relay (STACK_RELAY=debezium): what means the same for a log-tailing relay,
 # and the faults that are its own: the relay frozen while it holds its slot, a PostgreSQL
 # restart under its replication connection, and the slot of a quiet database.
-LAB_DEBEZIUM_SCENARIOS=(broker freeze relay relay-freeze consumers scale-out database pg-restart slot-wal)
+LAB_DEBEZIUM_SCENARIOS=(broker freeze relay relay-freeze consumers scale-out database pg-restart slot-wal slot-lost)
 
 lab_header() { printf '\n==> failure lab: %s\n' "$*"; }
 
@@ -400,6 +400,67 @@ lab_slot_wal() {
   done
 }
 
+# 11. The slot is lost (dropped by hand, or invalidated by max_slot_wal_keep_size) while
+#     Debezium is down. With no slot, the stack deletes the connector's offsets, so it snapshots
+#     the outbox table and streams from a new slot: everything is published again, nothing is
+#     skipped. A snapshot reads the table as it lies on disk unless told an order, and a row
+#     written into space a vacuum freed lies before older rows; so the connectors read it
+#     ordered by seq (snapshot.select.statement.overrides). Here each of 50 keys gets a first
+#     event at the end of the table and a second one in freed space before it, and on the topic
+#     every key's first must still come first; then the verifier checks the shop.
+lab_slot_lost() {
+  [[ $RELAY == debezium ]] || die "lab slot-lost is about Debezium's slot (STACK_RELAY=debezium)"
+  local type slot f
+  type="snapshot-check-$(date +%s)"
+  for f in "${DEBEZIUM_CONNECTORS[@]}"; do
+    [[ $(connector_setting "$f" database.dbname) == orders ]] && slot=$(connector_setting "$f" slot.name)
+  done
+  lab_header "Debezium's slot lost while it is down: a snapshot, in order"
+  psql "$PG_ORDERS_URL" -v ON_ERROR_STOP=1 -qc "
+    insert into outbox (id, aggregatetype, aggregateid, type, payload)
+      select gen_random_uuid(), '$type-filler', 'filler', 'Filler', jsonb_build_object('padding', repeat('x', 500))
+      from generate_series(1, 2000);
+    insert into outbox (id, aggregatetype, aggregateid, type, payload)
+      select gen_random_uuid(), '$type', 'key-' || k, 'First', '{}' from generate_series(1, 50) k;
+    delete from outbox where aggregatetype = '$type-filler'"
+  psql "$PG_ORDERS_URL" -v ON_ERROR_STOP=1 -qc "vacuum outbox"
+  psql "$PG_ORDERS_URL" -v ON_ERROR_STOP=1 -qc "
+    insert into outbox (id, aggregatetype, aggregateid, type, payload)
+      select gen_random_uuid(), '$type', 'key-' || k, 'Second', '{}' from generate_series(1, 50) k"
+  local misplaced
+  misplaced=$(psql "$PG_ORDERS_URL" -Atc "select count(*) from (select aggregateid, type,
+      row_number() over (partition by aggregateid order by ctid) as on_disk from outbox where aggregatetype = '$type') t
+    where type = 'Second' and on_disk = 1")
+  log "lab: $misplaced of 50 keys have their second event before their first on disk"
+  ((misplaced > 0)) || die "lab slot-lost: the vacuum freed no space before the first events; the check would prove nothing"
+  stop_component debezium
+  log "lab: dropping slot $slot while Debezium is down"
+  psql_admin -c "select pg_drop_replication_slot('$slot')" >/dev/null
+  revive debezium
+  local verify started=$SECONDS
+  verify="$(target_dir)/$(profile)/outbox-verify"
+  until env KAFKA_BROKERS="$KAFKA_ADDR" "$verify" partitions "outbox.event.$type" >"$LAB_DIR/snapshot.json" 2>"$LAB_DIR/snapshot.err" &&
+    python3 -c 'import json, sys; sys.exit(len(json.load(open(sys.argv[1]))) < 100)' "$LAB_DIR/snapshot.json"; do
+    ((SECONDS - started > 90)) &&
+      die "lab slot-lost: the snapshot did not publish the 100 check events within 90 s ($(grep -o '"id"' "$LAB_DIR/snapshot.json" | wc -l) on the topic)"
+    sleep 1
+  done
+  psql "$PG_ORDERS_URL" -At -F ' ' -c "select id, type from outbox where aggregatetype = '$type'" >"$LAB_DIR/snapshot-types.txt"
+  python3 - "$LAB_DIR/snapshot.json" "$LAB_DIR/snapshot-types.txt" <<'PY' || die "lab slot-lost: the snapshot broke per-key order"
+import collections, json, sys
+kind = dict(line.split() for line in open(sys.argv[2]) if line.strip())
+seen = collections.defaultdict(list)
+for m in json.load(open(sys.argv[1])):  # partition by partition, in offset order
+    if kind.get(m["id"]) not in seen[m["key"]]:
+        seen[m["key"]].append(kind.get(m["id"]))
+bad = [k for k, order in seen.items() if order[:2] != ["First", "Second"]]
+print(f"lab: {len(seen)} keys, {len(bad)} with their second event first" + (f": {bad[:5]}" if bad else ""))
+sys.exit(1 if bad or len(seen) != 50 else 0)
+PY
+  psql "$PG_ORDERS_URL" -v ON_ERROR_STOP=1 -qc "delete from outbox where aggregatetype = '$type'"
+  verifier
+}
+
 slots_held_bytes() { # the most WAL any slot on the logical cluster holds
   logical_psql -c "select coalesce(max(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)), 0)::bigint
     from pg_replication_slots"
@@ -416,6 +477,7 @@ cmd_lab() {
   infra_up
   lab_owns_broker
   services_up >/dev/null
+  mkdir -p "$LAB_DIR"
   for s in "${scenarios[@]}"; do
     "lab_${s//-/_}"
   done
