@@ -10,8 +10,9 @@ LAB_DIR="$STACK_DIR/lab"
 LAB_SCENARIOS=(broker freeze relay embedded-relay consumers scale-out database)
 # With Debezium as the relay (STACK_RELAY=debezium): what means the same for a log-tailing relay,
 # and the faults that are its own: the relay frozen while it holds its slot, a PostgreSQL
-# restart under its replication connection, and the slot of a quiet database.
-LAB_DEBEZIUM_SCENARIOS=(broker freeze relay relay-freeze consumers scale-out database pg-restart slot-wal slot-lost)
+# restart under its replication connection, the slot of a quiet database, and the writers
+# removing each row right after its insert.
+LAB_DEBEZIUM_SCENARIOS=(broker freeze relay relay-freeze consumers scale-out database pg-restart slot-wal slot-lost remove-after-insert)
 
 lab_header() { printf '\n==> failure lab: %s\n' "$*"; }
 
@@ -459,6 +460,53 @@ sys.exit(1 if bad or len(seen) != 50 else 0)
 PY
   psql "$PG_ORDERS_URL" -v ON_ERROR_STOP=1 -qc "delete from outbox where aggregatetype = '$type'"
   verifier
+}
+
+# 12. The writers delete each outbox row in the transaction that inserted it
+#     (OUTBOX_REMOVE_AFTER_INSERT=true), and Debezium is SIGKILLed while orders stream in, as in
+#     2: it publishes every event from the WAL, and none of those orders leaves an outbox row in
+#     either database. The verifier finds a removed row's event on its topic. Then the writers
+#     keep their rows again.
+lab_remove_after_insert() {
+  [[ $RELAY == debezium ]] ||
+    die "lab remove-after-insert: a removed row is published only by a relay that reads the WAL (STACK_RELAY=debezium)"
+  lab_header "the writers remove each outbox row right after inserting it; Debezium crashes"
+  writers_remove_after_insert true
+  local since i
+  since=$(psql "$PG_ORDERS_URL" -Atc "select now()")
+  load_start 60 0.03
+  for i in 1 2 3; do
+    rand_sleep 9
+    crash debezium
+    rand_sleep 5
+    revive debezium
+  done
+  load_wait
+  load_summary
+  verifier
+  local placed rows_orders rows_inventory
+  placed=$(psql "$PG_ORDERS_URL" -Atc "select count(*) from orders where created_at >= '$since'")
+  rows_orders=$(psql "$PG_ORDERS_URL" -Atc "select count(*) from outbox where created_at >= '$since'")
+  rows_inventory=$(psql "$PG_INVENTORY_URL" -Atc "select count(*) from outbox where created_at >= '$since'")
+  log "lab: $placed orders placed with rows removed; outbox rows left of them: $rows_orders (orders), $rows_inventory (inventory)"
+  ((placed > 0)) || die "lab remove-after-insert: no order was placed while rows were removed"
+  ((rows_orders + rows_inventory == 0)) ||
+    die "lab remove-after-insert: the writers left $((rows_orders + rows_inventory)) outbox rows"
+  writers_remove_after_insert false
+}
+
+# Restarts order-service and inventory-service with OUTBOX_REMOVE_AFTER_INSERT=$1, leaving
+# and rejoining their groups only once settled (nisshi wedges a group left while it joins).
+writers_remove_after_insert() { # true|false
+  local s
+  for s in order-service inventory-service; do wait_group_settled "$s"; done
+  # shellcheck disable=SC2034 # read by service_env (scripts/stack) when the services start
+  OUTBOX_REMOVE_AFTER_INSERT=$1
+  for s in order-service inventory-service; do
+    stop_component "$s"
+    start_service "$s"
+  done
+  for s in order-service inventory-service; do wait_group_settled "$s"; done
 }
 
 slots_held_bytes() { # the most WAL any slot on the logical cluster holds

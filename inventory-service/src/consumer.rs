@@ -23,6 +23,7 @@ pub const CONSUMER: &str = contracts::consumer::INVENTORY_SERVICE;
 
 pub struct OrderHandler {
     pub pool: PgPool,
+    pub writer: outbox::Writer,
 }
 
 impl EventHandler for OrderHandler {
@@ -62,7 +63,9 @@ impl OrderHandler {
                     currency,
                     lines,
                 };
-                outbox::write_in_tx(&mut tx, &event, traceparent).await?;
+                self.writer
+                    .write_in_tx(&mut tx, &event, traceparent)
+                    .await?;
                 tracing::info!(order_id = %order.order_id, "stock reserved");
             }
             Decision::Reject(reason) => {
@@ -71,10 +74,12 @@ impl OrderHandler {
                     order_id: order.order_id,
                     reason,
                 };
-                outbox::write_in_tx(&mut tx, &event, traceparent).await?;
+                self.writer
+                    .write_in_tx(&mut tx, &event, traceparent)
+                    .await?;
             }
         }
-        outbox::commit(tx, &self.pool).await?;
+        self.writer.commit(tx, &self.pool).await?;
         Ok(())
     }
 }

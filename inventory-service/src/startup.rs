@@ -28,7 +28,10 @@ impl Application {
     }
 
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), StartupError> {
-        let handler = consumer::OrderHandler { pool: self.pool() };
+        let handler = consumer::OrderHandler {
+            pool: self.pool(),
+            writer: self.0.state.writer,
+        };
         let router = routes::router(self.0.state.clone());
         self.0.run(router, handler, shutdown).await
     }

@@ -24,6 +24,7 @@ pub const CONSUMER: &str = contracts::consumer::ORDER_SERVICE;
 
 pub struct ReservationHandler {
     pub pool: PgPool,
+    pub writer: outbox::Writer,
 }
 
 impl EventHandler for ReservationHandler {
@@ -83,8 +84,10 @@ impl ReservationHandler {
             total_cents,
             confirmed_at: Utc::now(),
         };
-        outbox::write_in_tx(&mut tx, &confirmed, envelope.traceparent.as_deref()).await?;
-        outbox::commit(tx, &self.pool).await?;
+        self.writer
+            .write_in_tx(&mut tx, &confirmed, envelope.traceparent.as_deref())
+            .await?;
+        self.writer.commit(tx, &self.pool).await?;
         tracing::info!(order_id = %order.id, total_cents, "order confirmed");
         Ok(())
     }
@@ -103,8 +106,10 @@ impl ReservationHandler {
             customer_id: order.customer_id,
             reason: event.reason,
         };
-        outbox::write_in_tx(&mut tx, &rejected, envelope.traceparent.as_deref()).await?;
-        outbox::commit(tx, &self.pool).await?;
+        self.writer
+            .write_in_tx(&mut tx, &rejected, envelope.traceparent.as_deref())
+            .await?;
+        self.writer.commit(tx, &self.pool).await?;
         tracing::info!(order_id = %order.id, reason = %rejected.reason.message, "order rejected");
         Ok(())
     }

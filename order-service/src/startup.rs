@@ -5,7 +5,8 @@
 //! the app runs, and `run` takes the shutdown token, so tests stop the app when they choose.
 
 use contracts::RESERVATION;
-use service_kit::{service::PgService, StartupError};
+use outbox::AfterInsert;
+use service_kit::{config::ConfigError, service::PgService, StartupError};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -22,9 +23,23 @@ pub struct Application {
 }
 
 impl Application {
+    /// Refuses an embedded relay with rows removed after their insert: it polls the table, so
+    /// it would never see an event, and every order would wait for an answer that never comes.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         let relay = match config.relay {
             RelayMode::Standalone => None,
+            RelayMode::Embedded(_)
+                if config.service.writer.after_insert() == AfterInsert::Remove =>
+            {
+                return Err(ConfigError {
+                    name: "OUTBOX_REMOVE_AFTER_INSERT".into(),
+                    value: "true".into(),
+                    reason: "the embedded relay (RELAY_EMBEDDED=true) polls the outbox table and \
+                             would find no row to publish; removed rows are for Debezium only"
+                        .into(),
+                }
+                .into())
+            }
             RelayMode::Embedded(settings) => Some(EmbeddedRelay::build(
                 &config.service.database_url,
                 &config.service.kafka,
@@ -59,6 +74,7 @@ impl Application {
             .map(|relay| tokio::spawn(relay.run(relay_stop.clone())));
         let handler = consumer::ReservationHandler {
             pool: self.service.state.pool.clone(),
+            writer: self.service.state.writer,
         };
         let router = routes::router(self.service.state.clone());
         let served = self.service.run(router, handler, shutdown.clone()).await;

@@ -29,6 +29,7 @@ impl DomainEvent for UserSignedUp {
 
 /// 2. The handler writes its row and the event in one transaction, and never calls a broker.
 async fn sign_up(State(db): State<PgPool>, Json(event): Json<UserSignedUp>) -> StatusCode {
+    let writer = outbox::Writer::default(); // keeps the row for the relay below
     let written = async {
         let mut tx = db.begin().await?;
         sqlx::query("insert into users (id, email) values ($1, $2)")
@@ -36,8 +37,8 @@ async fn sign_up(State(db): State<PgPool>, Json(event): Json<UserSignedUp>) -> S
             .bind(&event.email)
             .execute(&mut *tx)
             .await?;
-        outbox::write_in_tx(&mut tx, &event, None).await?;
-        outbox::commit(tx, &db).await // commits, then wakes the relay
+        writer.write_in_tx(&mut tx, &event, None).await?;
+        writer.commit(tx, &db).await // commits, then wakes the relay
     };
     let failed = StatusCode::INTERNAL_SERVER_ERROR;
     written.await.map_or(failed, |()| StatusCode::CREATED)

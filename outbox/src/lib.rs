@@ -8,10 +8,12 @@
 //!
 //! 1. **An event** is a type that implements [`DomainEvent`]: its `type`, its aggregate, and the
 //!    aggregate's id, which becomes the message key so that one aggregate's events stay in order.
-//! 2. **The writer** ([`write_in_tx`]) inserts the event into the `outbox` table inside the
-//!    caller's transaction, next to the business change, so both commit or neither does.
-//!    [`commit`] commits and wakes the relay. The table ([`db::MIGRATOR`]) is the one Debezium's
-//!    Outbox Event Router reads, so Debezium can replace the relay without a schema change.
+//! 2. **The writer** ([`Writer::write_in_tx`]) inserts the event into the `outbox` table inside
+//!    the caller's transaction, next to the business change, so both commit or neither does.
+//!    [`Writer::commit`] commits and wakes the relay. The table ([`db::MIGRATOR`]) is the one
+//!    Debezium's Outbox Event Router reads, so Debezium can replace the relay without a schema
+//!    change; for Debezium alone, the writer can also delete each row right after its insert
+//!    ([`AfterInsert::Remove`]).
 //! 3. **The relay** ([`relay::Relay`]) claims unpublished rows, publishes them through a
 //!    [`relay::Broker`], and marks them published only after the broker acknowledged them: at
 //!    least once, in order per aggregate, with several instances at once (row locks, a lease),
@@ -20,7 +22,7 @@
 //!    process calls it: a relay process of its own (the shop's `outbox-processor`) or the
 //!    service that writes the events (order-service with `RELAY_EMBEDDED=true`), the same
 //!    code either way. `examples/axum_handler.rs` shows the whole producing side, relay
-//!    included, in under 80 lines.
+//!    included, in 80 lines.
 //! 4. **Topics** are named by aggregate type as Debezium names them ([`topics::TopicNames`]).
 //! 5. **A consumer** gets each event at least once. Its [`handler::EventHandler`] applies the
 //!    event and records its id in the **inbox** ([`inbox::record`]) in one transaction, so a
@@ -60,4 +62,4 @@ pub mod trace;
 pub mod writer;
 
 pub use event::DomainEvent;
-pub use writer::{commit, write_in_tx};
+pub use writer::{AfterInsert, Writer};

@@ -282,9 +282,15 @@ impl Setup {
     async fn write(&self, steps: &[Stepped]) {
         let mut tx = self.pool.begin().await.unwrap();
         for step in steps {
-            outbox::write_in_tx(&mut tx, step, None).await.unwrap();
+            outbox::Writer::default()
+                .write_in_tx(&mut tx, step, None)
+                .await
+                .unwrap();
         }
-        outbox::commit(tx, &self.pool).await.unwrap();
+        outbox::Writer::default()
+            .commit(tx, &self.pool)
+            .await
+            .unwrap();
     }
 
     /// What the ledger applied, per aggregate in the order applied.

@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use outbox::kafka::KafkaConfig;
+use outbox::{kafka::KafkaConfig, AfterInsert, Writer};
 use secrecy::SecretString;
 
 pub use outbox::config::{millis, secret, string, var, ConfigError};
@@ -82,11 +82,15 @@ pub struct PostgresServiceConfig {
     pub database_url: SecretString,
     pub database_max_connections: u32,
     pub kafka: KafkaConfig,
+    /// `OUTBOX_REMOVE_AFTER_INSERT=true`: the service deletes each outbox row in the
+    /// transaction that inserted it, for Debezium, which reads the insert from the WAL
+    /// ([`outbox::AfterInsert`]). Our polling relay then finds nothing to publish.
+    pub writer: Writer,
 }
 
 impl PostgresServiceConfig {
-    /// The HTTP settings, `DATABASE_URL`, `DATABASE_MAX_CONNECTIONS` and the Kafka settings,
-    /// with the local stack's values as defaults.
+    /// The HTTP settings, `DATABASE_URL`, `DATABASE_MAX_CONNECTIONS`, the Kafka settings and
+    /// `OUTBOX_REMOVE_AFTER_INSERT`, with the local stack's values as defaults.
     pub fn from_env(default_port: u16, default_database: &str) -> Result<Self, ConfigError> {
         Ok(Self {
             http: HttpConfig::from_env(default_port)?,
@@ -96,6 +100,11 @@ impl PostgresServiceConfig {
             ),
             database_max_connections: var("DATABASE_MAX_CONNECTIONS", 10)?,
             kafka: KafkaConfig::from_env()?,
+            writer: Writer::new(if var("OUTBOX_REMOVE_AFTER_INSERT", false)? {
+                AfterInsert::Remove
+            } else {
+                AfterInsert::Keep
+            }),
         })
     }
 }

@@ -42,6 +42,8 @@ pub struct PgState {
     /// Used only by the health checks to see the broker: services never publish on the
     /// request path, the relay does.
     pub producer: FutureProducer,
+    /// How the service writes its events into its outbox.
+    pub writer: outbox::Writer,
 }
 
 /// `GET /health/ready` of a PostgreSQL-backed service: ready when PostgreSQL answers. Its API
@@ -91,7 +93,11 @@ impl PgService {
         };
         Ok(Self {
             server,
-            state: PgState { pool, producer },
+            state: PgState {
+                pool,
+                producer,
+                writer: config.writer,
+            },
             consumer,
         })
     }

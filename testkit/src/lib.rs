@@ -85,6 +85,7 @@ pub async fn postgres_service_config() -> service_kit::config::PostgresServiceCo
         database_url: fresh_database().await,
         database_max_connections: 5,
         kafka: kafka(),
+        writer: outbox::Writer::default(),
     }
 }
 

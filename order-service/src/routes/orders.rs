@@ -69,8 +69,11 @@ pub async fn create_order(
     if let Some(created) = db::insert_order(&mut tx, &order, key.as_ref()).await? {
         let event = created.placed();
         // Same transaction: if this insert fails, the order above is rolled back with it.
-        outbox::write_in_tx(&mut tx, &event, Some(&traceparent)).await?;
-        outbox::commit(tx, &state.pool).await?;
+        state
+            .writer
+            .write_in_tx(&mut tx, &event, Some(&traceparent))
+            .await?;
+        state.writer.commit(tx, &state.pool).await?;
         metrics::counter!("orders_created_total").increment(1);
         tracing::info!(order_id = %created.id, trace_id = trace::trace_id(&traceparent), "order placed");
         let mut response = created_response(created, false);

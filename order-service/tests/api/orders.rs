@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, valid_order};
+use crate::helpers::{spawn_app, spawn_app_with, valid_order};
 
 #[tokio::test]
 async fn a_placed_order_and_its_outbox_row_commit_together() {
@@ -33,6 +33,70 @@ async fn a_placed_order_and_its_outbox_row_commit_together() {
         json!({"sku": "KEYBOARD-01", "quantity": 2})
     );
     assert_eq!(app.count("select count(*) from orders").await, 1);
+}
+
+/// `OUTBOX_REMOVE_AFTER_INSERT=true` (for Debezium): the transaction inserts the event and
+/// deletes it again, so the table stays empty and the committed WAL holds the insert, which is
+/// what a log-tailing relay publishes. The WAL is read with `pg_walinspect`.
+#[tokio::test]
+async fn a_removed_row_leaves_its_insert_in_the_wal_and_the_table_empty() {
+    let mut config = testkit::postgres_service_config().await;
+    config.writer = outbox::Writer::new(outbox::AfterInsert::Remove);
+    let app = spawn_app_with(config).await;
+    sqlx::query("create extension if not exists pg_walinspect")
+        .execute(&app.pool)
+        .await
+        .expect("pg_walinspect (PostgreSQL's contrib)");
+    let before: String = sqlx::query_scalar("select pg_current_wal_lsn()::text")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+
+    for _ in 0..3 {
+        app.place_order().await;
+    }
+
+    assert_eq!(app.count("select count(*) from orders").await, 3);
+    assert_eq!(app.count("select count(*) from outbox").await, 0);
+    let records: Vec<String> = sqlx::query_scalar(
+        "select record_type from pg_get_wal_records_info($1::pg_lsn, pg_current_wal_lsn())
+         where resource_manager = 'Heap' and block_ref like '%/' ||
+           (select oid from pg_database where datname = current_database()) || '/' ||
+           pg_relation_filenode('outbox') || ' %'
+         order by start_lsn",
+    )
+    .bind(&before)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let inserts = records.iter().filter(|r| r.starts_with("INSERT")).count();
+    let deletes = records.iter().filter(|r| r.starts_with("DELETE")).count();
+    assert_eq!(
+        (inserts, deletes),
+        (3, 3),
+        "outbox WAL records: {records:?}"
+    );
+}
+
+/// The embedded relay polls the table, so with rows removed it would never publish: refused.
+#[tokio::test]
+async fn an_embedded_relay_is_refused_when_rows_are_removed() {
+    let mut service = testkit::postgres_service_config().await;
+    service.writer = outbox::Writer::new(outbox::AfterInsert::Remove);
+    let config = order_service::config::Config {
+        service,
+        relay: order_service::config::RelayMode::Embedded(Default::default()),
+    };
+
+    let refused = order_service::startup::Application::build(config).await;
+
+    let error = refused
+        .err()
+        .expect("an embedded relay with removed rows is refused");
+    assert!(
+        error.to_string().contains("OUTBOX_REMOVE_AFTER_INSERT"),
+        "{error}"
+    );
 }
 
 #[tokio::test]

@@ -39,17 +39,18 @@ impl DomainEvent for Rang {
 
 async fn ring(pool: &PgPool, bell: &str, n: u32) {
     let mut tx = pool.begin().await.unwrap();
-    outbox::write_in_tx(
-        &mut tx,
-        &Rang {
-            bell: bell.into(),
-            n,
-        },
-        None,
-    )
-    .await
-    .unwrap();
-    outbox::commit(tx, pool).await.unwrap();
+    outbox::Writer::default()
+        .write_in_tx(
+            &mut tx,
+            &Rang {
+                bell: bell.into(),
+                n,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    outbox::Writer::default().commit(tx, pool).await.unwrap();
 }
 
 /// (parked rows, attempts spent by rows not yet published).

@@ -28,7 +28,10 @@ async fn a_relay_killed_between_ack_and_mark_republishes_and_inventory_applies_o
         }],
         placed_at: Utc::now(),
     };
-    let event_id = outbox::write_in_tx(&mut tx, &placed, None).await.unwrap();
+    let event_id = outbox::Writer::default()
+        .write_in_tx(&mut tx, &placed, None)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
 
     // The consuming side: a real inventory-service.

@@ -63,6 +63,7 @@ async fn spawn_system(orders_relay: OrdersRelay) -> System {
             database_url: orders_db.clone(),
             database_max_connections: 5,
             kafka: kafka.clone(),
+            writer: outbox::Writer::default(),
         },
         relay: match orders_relay {
             OrdersRelay::Standalone => RelayMode::Standalone,
@@ -87,6 +88,7 @@ async fn spawn_system(orders_relay: OrdersRelay) -> System {
             database_url: inventory_db.clone(),
             database_max_connections: 5,
             kafka: kafka.clone(),
+            writer: outbox::Writer::default(),
         })
         .await
         .expect("inventory-service");

@@ -37,17 +37,18 @@ async fn write(pool: &PgPool, target: &str, broken: bool) -> Uuid {
     } else {
         String::new()
     };
-    let id = outbox::write_in_tx(
-        &mut tx,
-        &Pinged {
-            target: target.into(),
-            padding,
-        },
-        None,
-    )
-    .await
-    .unwrap();
-    outbox::commit(tx, pool).await.unwrap();
+    let id = outbox::Writer::default()
+        .write_in_tx(
+            &mut tx,
+            &Pinged {
+                target: target.into(),
+                padding,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    outbox::Writer::default().commit(tx, pool).await.unwrap();
     id
 }
 

@@ -39,14 +39,15 @@ pub(crate) async fn write(pool: &PgPool, aggregate: &str, n: u32, padding: usize
         n,
         padding: "x".repeat(padding),
     };
-    let id = outbox::write_in_tx(
-        &mut tx,
-        &event,
-        Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
-    )
-    .await
-    .unwrap();
-    outbox::commit(tx, pool).await.unwrap();
+    let id = outbox::Writer::default()
+        .write_in_tx(
+            &mut tx,
+            &event,
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        )
+        .await
+        .unwrap();
+    outbox::Writer::default().commit(tx, pool).await.unwrap();
     id
 }
 
@@ -414,17 +415,18 @@ async fn a_row_committed_out_of_sequence_order_is_still_published() {
     let kafka = testkit::kafka();
     // A long transaction takes its sequence number first and commits last.
     let mut straggler = pool.begin().await.unwrap();
-    outbox::write_in_tx(
-        &mut straggler,
-        &Ticked {
-            aggregate: "slow".into(),
-            n: 1,
-            padding: String::new(),
-        },
-        None,
-    )
-    .await
-    .unwrap();
+    outbox::Writer::default()
+        .write_in_tx(
+            &mut straggler,
+            &Ticked {
+                aggregate: "slow".into(),
+                n: 1,
+                padding: String::new(),
+            },
+            None,
+        )
+        .await
+        .unwrap();
     write(&pool, "fast", 1, 0).await;
     assert_eq!(
         relay(&pool, &kafka).relay_batch().await.unwrap().published,

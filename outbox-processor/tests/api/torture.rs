@@ -365,13 +365,17 @@ async fn write<E: DomainEvent>(pool: &PgPool, event: &E, hold: Option<Duration>)
         .execute(&mut *tx)
         .await
         .expect("aggregate lock");
-    let id = outbox::write_in_tx(&mut tx, event, None)
+    let id = outbox::Writer::default()
+        .write_in_tx(&mut tx, event, None)
         .await
         .expect("outbox write");
     if let Some(hold) = hold {
         tokio::time::sleep(hold).await;
     }
-    outbox::commit(tx, pool).await.expect("commit");
+    outbox::Writer::default()
+        .commit(tx, pool)
+        .await
+        .expect("commit");
     id
 }
 

@@ -8,7 +8,7 @@
 //!   a claim, a mark and a broker round trip (measured in back-to-back runs at 200 orders/s:
 //!   PostgreSQL's CPU 49 % -> 44 % of a core, p99 from order to inventory about a tenth lower).
 //! - **Idle**: on a writer's `NOTIFY outbox` (sent right after its commit by
-//!   `outbox::commit`), after `debounce` (5 ms) so that a burst is one batch; or every
+//!   `outbox::Writer::commit`), after `debounce` (5 ms) so that a burst is one batch; or every
 //!   `poll_interval`, the fallback for a lost notification or a writer that sends none.
 //! - **A failed batch** (database or broker unreachable): after a backoff.
 

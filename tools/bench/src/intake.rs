@@ -1,5 +1,5 @@
 //! Order intake: `POST /orders` through order-service, against the same database work done
-//! directly over sqlx (the service's own `insert_order`, `outbox::write_in_tx`, `outbox::commit`):
+//! directly over sqlx (the service's own `insert_order`, `outbox::Writer`):
 //! what HTTP, JSON, validation and axum cost on top.
 
 use std::{
@@ -87,10 +87,11 @@ pub async fn intake(results: &mut Results) {
                 .expect("order")
                 .expect("no idempotency key, so no conflict");
             let event = created.placed();
-            outbox::write_in_tx(&mut tx, &event, None)
+            outbox::Writer::default()
+                .write_in_tx(&mut tx, &event, None)
                 .await
                 .expect("outbox");
-            outbox::commit(tx, &pool).await.is_ok()
+            outbox::Writer::default().commit(tx, &pool).await.is_ok()
         }
     })
     .await;

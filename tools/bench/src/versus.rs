@@ -461,7 +461,10 @@ impl Database {
                     .execute(&mut *tx)
                     .await
                     .expect("insert");
-                    outbox::commit(tx, &pool).await.expect("commit");
+                    outbox::Writer::default()
+                        .commit(tx, &pool)
+                        .await
+                        .expect("commit");
                 }
             })
         });
@@ -740,7 +743,10 @@ async fn latency(kafka: &KafkaConfig, db: &Database, aggregate: &str, topic: &st
         .execute(&mut *tx)
         .await
         .expect("insert");
-        outbox::commit(tx, &db.pool).await.expect("commit");
+        outbox::Writer::default()
+            .commit(tx, &db.pool)
+            .await
+            .expect("commit");
         committed.insert(id, Instant::now());
     }
     let _ = tokio::time::timeout(Duration::from_secs(30), reader).await;

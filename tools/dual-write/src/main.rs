@@ -201,7 +201,7 @@ async fn count(s: &Settings) -> Result<Counts, Error> {
         tokio::task::spawn_blocking(move || verify::read_all(&kafka, &topic))
             .await??
             .into_iter()
-            .map(|(key, _)| key)
+            .map(|delivery| delivery.key)
             .collect();
     let lost: Vec<&(Uuid, String)> = orders
         .iter()

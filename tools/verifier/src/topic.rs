@@ -18,16 +18,31 @@ use uuid::Uuid;
 
 use crate::VerifyError;
 
-/// A message as the verifier sees it: its key and its `id` header.
-pub type Delivery = (Vec<u8>, Option<Uuid>);
+/// A message as the verifier sees it: its key and its `id` and `type` headers.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub key: Vec<u8>,
+    pub id: Option<Uuid>,
+    pub event_type: Option<String>,
+}
 
-/// (key, id header) of every message of `topic`, partition by partition, up to the end.
+/// Every message of `topic`, partition by partition, up to the end.
 pub fn read_all(kafka: &KafkaConfig, topic: &str) -> Result<Vec<Delivery>, VerifyError> {
     read(kafka, topic, None, |message| {
-        let id = header(message, outbox::envelope::header::ID)
-            .and_then(|v| Uuid::parse_str(v.trim_matches('"')).ok());
-        Some((message.key().unwrap_or_default().to_vec(), id))
+        Some(Delivery {
+            key: message.key().unwrap_or_default().to_vec(),
+            id: id_header(message),
+            event_type: header(message, outbox::envelope::header::TYPE)
+                .map(|v| v.trim_matches('"').to_owned()),
+        })
     })
+}
+
+/// The `id` header. Quotes are trimmed from it, as from `type`: a header converter may write a
+/// string as JSON.
+fn id_header(message: &BorrowedMessage<'_>) -> Option<Uuid> {
+    header(message, outbox::envelope::header::ID)
+        .and_then(|v| Uuid::parse_str(v.trim_matches('"')).ok())
 }
 
 /// Where a message landed: its partition, key and `id` header.
@@ -45,8 +60,7 @@ pub fn placements(kafka: &KafkaConfig, topic: &str) -> Result<Vec<Placement>, Ve
         Some(Placement {
             partition: message.partition(),
             key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
-            id: header(message, outbox::envelope::header::ID)
-                .and_then(|v| Uuid::parse_str(v.trim_matches('"')).ok()),
+            id: id_header(message),
         })
     })
 }
