@@ -82,7 +82,7 @@
 //! the gate of step 2 keeps an aggregate's order across them.
 //!
 //! # Waking up
-//! Writers send `NOTIFY outbox` right after their commit ([`crate::commit`]); an idle
+//! Writers send `NOTIFY outbox` right after their commit ([`crate::Writer::commit`]); an idle
 //! relay `LISTEN`s and claims after a short debounce. While events flow it claims every
 //! `busy_poll` instead, and while a backlog lasts at once: `wake.rs` has the rules and why.
 //!
