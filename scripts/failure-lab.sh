@@ -90,6 +90,37 @@ rand_sleep() { # max_tenths: sleep 0.1 .. max/10 seconds
   sleep "0.$((RANDOM % $1 + 1))"
 }
 
+crashes() { # component times: SIGKILL it at random moments, reviving it after each
+  local i
+  for ((i = 0; i < $2; i++)); do
+    rand_sleep 9
+    crash "$1"
+    rand_sleep 5
+    revive "$1"
+  done
+}
+
+# restart_with VAR=value COMPONENT...: stops the components, sets VAR (which service_env in
+# scripts/stack reads), and starts them again. A consumer (a *-service) leaves and rejoins its
+# group only once the group has settled, before and after: leaving a group while it is still
+# joining wedges it too.
+restart_with() {
+  local name=${1%%=*} value=${1#*=} s
+  shift
+  settle_groups "$@"
+  for s in "$@"; do stop_component "$s"; done
+  printf -v "$name" '%s' "$value"
+  for s in "$@"; do start_service "$s"; done
+  settle_groups "$@"
+}
+
+settle_groups() { # component...: wait_group_settled for each consumer (a *-service) among them
+  local s
+  for s in "$@"; do
+    if [[ $s == *-service ]]; then wait_group_settled "$s"; fi
+  done
+}
+
 verifier() {
   local bin
   heal_broker
@@ -167,13 +198,7 @@ lab_freeze() {
 lab_relay() {
   lab_header "relay ($RELAY) crashes"
   load_start 60 0.03
-  local i
-  for i in 1 2 3 4 5; do
-    rand_sleep 9
-    crash "$RELAY"
-    rand_sleep 5
-    revive "$RELAY"
-  done
+  crashes "$RELAY" 5
   load_wait
   load_summary
   verifier
@@ -226,18 +251,6 @@ lab_pg_restart() {
 #     order-service is also a consumer-group member, and nisshi 0.6.0 wedges a group for good
 #     when its elected leader dies before the group has synced (README, The local broker). So
 #     each kill waits until the revived order-service owns its partitions again.
-relay_mode() { # true|false: restart order-service and the relay in that mode
-  # Never leave the group while it is joining (that wedges it too): settle first.
-  wait_group_settled order-service
-  # shellcheck disable=SC2034 # read by service_env (scripts/stack) when the services start
-  RELAY_EMBEDDED=$1
-  stop_component order-service
-  stop_component outbox-processor
-  start_service order-service
-  start_service outbox-processor
-  wait_group_settled order-service
-}
-
 wait_group_settled() { # name: until its consumer owns every partition of its topic
   local name=$1 started=$SECONDS owned
   while true; do
@@ -257,7 +270,7 @@ wait_group_settled() { # name: until its consumer owns every partition of its to
 lab_embedded_relay() {
   [[ $RELAY == outbox-processor ]] || die "lab embedded-relay embeds our relay; it does not apply with $RELAY as the relay"
   lab_header "order-service with the relay embedded crashes"
-  relay_mode true
+  restart_with RELAY_EMBEDDED=true order-service outbox-processor
   load_start 400 0.05
   local i
   for i in 1 2 3 4 5; do
@@ -270,7 +283,7 @@ lab_embedded_relay() {
   load_wait
   load_summary
   verifier
-  relay_mode false
+  restart_with RELAY_EMBEDDED=false order-service outbox-processor
 }
 
 # 3. Consumers are SIGKILLed at random moments: before their database commit (the event is
@@ -471,16 +484,11 @@ lab_remove_after_insert() {
   [[ $RELAY == debezium ]] ||
     die "lab remove-after-insert: a removed row is published only by a relay that reads the WAL (STACK_RELAY=debezium)"
   lab_header "the writers remove each outbox row right after inserting it; Debezium crashes"
-  writers_remove_after_insert true
-  local since i
+  restart_with OUTBOX_REMOVE_AFTER_INSERT=true order-service inventory-service
+  local since
   since=$(psql "$PG_ORDERS_URL" -Atc "select now()")
   load_start 60 0.03
-  for i in 1 2 3; do
-    rand_sleep 9
-    crash debezium
-    rand_sleep 5
-    revive debezium
-  done
+  crashes debezium 3
   load_wait
   load_summary
   verifier
@@ -492,21 +500,7 @@ lab_remove_after_insert() {
   ((placed > 0)) || die "lab remove-after-insert: no order was placed while rows were removed"
   ((rows_orders + rows_inventory == 0)) ||
     die "lab remove-after-insert: the writers left $((rows_orders + rows_inventory)) outbox rows"
-  writers_remove_after_insert false
-}
-
-# Restarts order-service and inventory-service with OUTBOX_REMOVE_AFTER_INSERT=$1, leaving
-# and rejoining their groups only once settled (nisshi wedges a group left while it joins).
-writers_remove_after_insert() { # true|false
-  local s
-  for s in order-service inventory-service; do wait_group_settled "$s"; done
-  # shellcheck disable=SC2034 # read by service_env (scripts/stack) when the services start
-  OUTBOX_REMOVE_AFTER_INSERT=$1
-  for s in order-service inventory-service; do
-    stop_component "$s"
-    start_service "$s"
-  done
-  for s in order-service inventory-service; do wait_group_settled "$s"; done
+  restart_with OUTBOX_REMOVE_AFTER_INSERT=false order-service inventory-service
 }
 
 slots_held_bytes() { # the most WAL any slot on the logical cluster holds

@@ -280,17 +280,12 @@ async fn setup(broker: &Broker) -> Setup {
 
 impl Setup {
     async fn write(&self, steps: &[Stepped]) {
+        let writer = outbox::Writer::default();
         let mut tx = self.pool.begin().await.unwrap();
         for step in steps {
-            outbox::Writer::default()
-                .write_in_tx(&mut tx, step, None)
-                .await
-                .unwrap();
+            writer.write_in_tx(&mut tx, step, None).await.unwrap();
         }
-        outbox::Writer::default()
-            .commit(tx, &self.pool)
-            .await
-            .unwrap();
+        writer.commit(tx, &self.pool).await.unwrap();
     }
 
     /// What the ledger applied, per aggregate in the order applied.

@@ -38,8 +38,9 @@ impl DomainEvent for Rang {
 }
 
 async fn ring(pool: &PgPool, bell: &str, n: u32) {
+    let writer = outbox::Writer::default();
     let mut tx = pool.begin().await.unwrap();
-    outbox::Writer::default()
+    writer
         .write_in_tx(
             &mut tx,
             &Rang {
@@ -50,7 +51,7 @@ async fn ring(pool: &PgPool, bell: &str, n: u32) {
         )
         .await
         .unwrap();
-    outbox::Writer::default().commit(tx, pool).await.unwrap();
+    writer.commit(tx, pool).await.unwrap();
 }
 
 /// (parked rows, attempts spent by rows not yet published).

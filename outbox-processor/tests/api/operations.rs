@@ -31,13 +31,14 @@ impl DomainEvent for Pinged {
 }
 
 async fn write(pool: &PgPool, target: &str, broken: bool) -> Uuid {
+    let writer = outbox::Writer::default();
     let mut tx = pool.begin().await.unwrap();
     let padding = if broken {
         "x".repeat(2_000_000)
     } else {
         String::new()
     };
-    let id = outbox::Writer::default()
+    let id = writer
         .write_in_tx(
             &mut tx,
             &Pinged {
@@ -48,7 +49,7 @@ async fn write(pool: &PgPool, target: &str, broken: bool) -> Uuid {
         )
         .await
         .unwrap();
-    outbox::Writer::default().commit(tx, pool).await.unwrap();
+    writer.commit(tx, pool).await.unwrap();
     id
 }
 

@@ -33,13 +33,14 @@ impl DomainEvent for Ticked {
 }
 
 pub(crate) async fn write(pool: &PgPool, aggregate: &str, n: u32, padding: usize) -> Uuid {
+    let writer = outbox::Writer::default();
     let mut tx = pool.begin().await.unwrap();
     let event = Ticked {
         aggregate: aggregate.into(),
         n,
         padding: "x".repeat(padding),
     };
-    let id = outbox::Writer::default()
+    let id = writer
         .write_in_tx(
             &mut tx,
             &event,
@@ -47,7 +48,7 @@ pub(crate) async fn write(pool: &PgPool, aggregate: &str, n: u32, padding: usize
         )
         .await
         .unwrap();
-    outbox::Writer::default().commit(tx, pool).await.unwrap();
+    writer.commit(tx, pool).await.unwrap();
     id
 }
 

@@ -359,23 +359,21 @@ fn jitter(rng: &mut StdRng, from_ms: u64, to_ms: u64) -> Duration {
 /// Writes one event as the services do: under a lock on its aggregate (so one aggregate's
 /// rows commit in `seq` order), sometimes holding the transaction open after the insert.
 async fn write<E: DomainEvent>(pool: &PgPool, event: &E, hold: Option<Duration>) -> Uuid {
+    let writer = outbox::Writer::default();
     let mut tx = pool.begin().await.expect("begin");
     sqlx::query("select pg_advisory_xact_lock(hashtext($1))")
         .bind(event.aggregate_id())
         .execute(&mut *tx)
         .await
         .expect("aggregate lock");
-    let id = outbox::Writer::default()
+    let id = writer
         .write_in_tx(&mut tx, event, None)
         .await
         .expect("outbox write");
     if let Some(hold) = hold {
         tokio::time::sleep(hold).await;
     }
-    outbox::Writer::default()
-        .commit(tx, pool)
-        .await
-        .expect("commit");
+    writer.commit(tx, pool).await.expect("commit");
     id
 }
 

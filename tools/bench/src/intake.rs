@@ -81,17 +81,18 @@ pub async fn intake(results: &mut Results) {
     let bare = measure(CLIENTS, Duration::from_secs(INTAKE_SECONDS), move || {
         let (pool, order) = (bare_pool.clone(), order.clone());
         async move {
+            let writer = outbox::Writer::default();
             let mut tx = pool.begin().await.expect("begin");
             let created = order_service::db::insert_order(&mut tx, &order, None)
                 .await
                 .expect("order")
                 .expect("no idempotency key, so no conflict");
             let event = created.placed();
-            outbox::Writer::default()
+            writer
                 .write_in_tx(&mut tx, &event, None)
                 .await
                 .expect("outbox");
-            outbox::Writer::default().commit(tx, &pool).await.is_ok()
+            writer.commit(tx, &pool).await.is_ok()
         }
     })
     .await;

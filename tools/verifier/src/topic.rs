@@ -32,17 +32,14 @@ pub fn read_all(kafka: &KafkaConfig, topic: &str) -> Result<Vec<Delivery>, Verif
         Some(Delivery {
             key: message.key().unwrap_or_default().to_vec(),
             id: id_header(message),
-            event_type: header(message, outbox::envelope::header::TYPE)
-                .map(|v| v.trim_matches('"').to_owned()),
+            event_type: header(message, outbox::envelope::header::TYPE).map(str::to_owned),
         })
     })
 }
 
-/// The `id` header. Quotes are trimmed from it, as from `type`: a header converter may write a
-/// string as JSON.
+/// The `id` header, as a UUID.
 fn id_header(message: &BorrowedMessage<'_>) -> Option<Uuid> {
-    header(message, outbox::envelope::header::ID)
-        .and_then(|v| Uuid::parse_str(v.trim_matches('"')).ok())
+    header(message, outbox::envelope::header::ID).and_then(|v| Uuid::parse_str(v).ok())
 }
 
 /// Where a message landed: its partition, key and `id` header.
@@ -134,12 +131,15 @@ fn first_offset_since(
     }
 }
 
+/// A header's value as text, without the quotes a header converter may add (Debezium's JSON
+/// converter writes a string header as a JSON string).
 fn header<'m>(message: &'m BorrowedMessage<'_>, name: &str) -> Option<&'m str> {
     message.headers().and_then(|h| {
         h.iter()
             .find(|x| x.key == name)
             .and_then(|x| x.value)
             .and_then(|v| std::str::from_utf8(v).ok())
+            .map(|v| v.trim_matches('"'))
     })
 }
 
