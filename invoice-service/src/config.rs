@@ -1,6 +1,7 @@
 //! invoice-service settings, from the environment.
 
 use outbox::kafka::KafkaConfig;
+use service_kit::config::FromEnv;
 use service_kit::config::{self, ConfigError, HttpConfig};
 
 #[derive(Debug, Clone)]

@@ -2,6 +2,7 @@
 //! `RELAY_EMBEDDED`, …).
 
 use outbox::relay::RelaySettings;
+use service_kit::config::FromEnv;
 use service_kit::config::{self, ConfigError, PostgresServiceConfig};
 
 #[derive(Debug, Clone)]

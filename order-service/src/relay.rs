@@ -1,14 +1,16 @@
-//! The relay inside order-service (`RELAY_EMBEDDED=true`): the design memo's first step, a
-//! poller in the service that writes the events, kept behind this one module so that it can be
-//! moved out to `outbox-processor` by switching a variable.
+//! The relay inside order-service (`RELAY_EMBEDDED=true`): the simplest way to run the
+//! pattern, a poller in the service that writes the events, kept behind this one module so
+//! that it can be moved out to `outbox-processor` by switching a variable.
 //!
 //! It is the `outbox` crate's relay, the same code the standalone relay runs, with the same
 //! guarantees: claims under row locks with a lease, order per aggregate, pauses during a broker
 //! outage, parking. Its metrics (`outbox_*`) are on this service's `/metrics`. It publishes
 //! this service's own database only; inventory's outbox still needs a relay of its own.
 
+use std::sync::Arc;
+
 use outbox::{
-    kafka::{KafkaConfig, Publisher},
+    kafka::{KafkaBroker, KafkaConfig, Publisher},
     relay::{Publishing, Relay, RelaySettings},
 };
 use secrecy::SecretString;
@@ -29,8 +31,9 @@ impl EmbeddedRelay {
         kafka: &KafkaConfig,
         settings: RelaySettings,
     ) -> Result<Self, service_kit::StartupError> {
-        let publisher = Publisher::for_relay(kafka, &settings)?;
-        let publishing = Publishing::kafka(publisher.clone(), kafka.clone());
+        let broker = KafkaBroker::connect(kafka, &settings)?;
+        let publisher = broker.publisher();
+        let publishing = Publishing::new(Arc::new(broker), kafka.topics());
         let relay = Relay::connect("orders", url, settings, publishing)?;
         Ok(Self { relay, publisher })
     }

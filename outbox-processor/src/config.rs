@@ -3,6 +3,7 @@
 
 use outbox::{kafka::KafkaConfig, relay::RelaySettings};
 use secrecy::SecretString;
+use service_kit::config::FromEnv;
 use service_kit::config::{self, ConfigError, HttpConfig};
 
 /// A database whose outbox this relay publishes.

@@ -4,7 +4,7 @@
 //! that keeps every aggregate's events in order). This service runs it for every database
 //! named in `OUTBOX_DATABASES`, with one producer for the process, and serves what an
 //! operator needs over HTTP. A service can run the same relay for its own outbox in-process
-//! instead (order-service with `RELAY_EMBEDDED=true`); the README compares the two.
+//! instead (order-service with `RELAY_EMBEDDED=true`); docs/design.md compares the two.
 //!
 //! # Layout
 //! - [`startup`]: one producer, one relay per source database, one HTTP port.

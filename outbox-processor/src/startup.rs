@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use outbox::{
-    kafka::Publisher,
+    kafka::KafkaBroker,
     relay::{Publishing, Relay},
 };
 use service_kit::{http::Server, StartupError};
@@ -18,8 +18,9 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
-        let publisher = Publisher::for_relay(&config.kafka, &config.relay)?;
-        let publishing = Publishing::kafka(publisher.clone(), config.kafka.clone());
+        let broker = KafkaBroker::connect(&config.kafka, &config.relay)?;
+        let publisher = broker.publisher();
+        let publishing = Publishing::new(Arc::new(broker), config.kafka.topics());
         let relays = config
             .databases
             .into_iter()

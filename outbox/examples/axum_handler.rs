@@ -3,11 +3,12 @@
 //! `curl localhost:3000/signups -H 'content-type: application/json' -d '{"user_id":"018f0000-0000-7000-8000-000000000001","email":"a@b.c"}'`.
 use axum::{extract::State, http::StatusCode, routing::post, Json, Router};
 use outbox::{
-    kafka::{KafkaConfig, Publisher},
+    kafka::{KafkaBroker, KafkaConfig},
     relay::{Publishing, Relay, RelaySettings},
     DomainEvent,
 };
 use serde::{Deserialize, Serialize};
+use service_kit::config::FromEnv;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -46,7 +47,7 @@ async fn sign_up(State(db): State<PgPool>, Json(event): Json<UserSignedUp>) -> S
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let url = outbox::config::secret(
+    let url = service_kit::config::secret(
         "DATABASE_URL",
         "postgres://postgres@127.0.0.1/outbox_example",
     );
@@ -58,8 +59,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // 4. The relay: claims rows, publishes them, marks them published, in order per aggregate.
     let (kafka, settings) = (KafkaConfig::from_env()?, RelaySettings::from_env()?);
-    let publisher = Publisher::for_relay(&kafka, &settings)?;
-    let relay = Relay::connect("app", &url, settings, Publishing::kafka(publisher, kafka))?;
+    let broker = KafkaBroker::connect(&kafka, &settings)?;
+    let publishing = Publishing::new(std::sync::Arc::new(broker), kafka.topics());
+    let relay = Relay::connect("app", &url, settings, publishing)?;
     let shutdown = CancellationToken::new();
     let running = relay.start(&shutdown);
 

@@ -1,12 +1,11 @@
 //! What a consumer reads out of a broker's message: event id, type and payload.
 //!
-//! The relay (and Debezium's Outbox Event Router, configured as the README shows) puts the
-//! outbox row's `payload` in the message value, `aggregateid` in the key, and `id` and `type`
-//! in headers. A message without them cannot be deduplicated or dispatched, so it is not an
+//! The relay (and Debezium's Outbox Event Router, configured as `docs/debezium.md` shows)
+//! puts the outbox row's `payload` in the message value, `aggregateid` in the key, and the
+//! [`header`]s in headers: `id`, `type`, `aggregatetype`, `aggregateid`, `schema-version`
+//! and `traceparent`. A message without them cannot be deduplicated or dispatched, so it is not an
 //! event: the consumer loop dead-letters it.
 
-#[cfg(feature = "kafka")]
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
@@ -53,18 +52,6 @@ impl EventHeaders<'_> {
         .into_iter()
         .filter_map(|(key, value)| value.map(|v| (key, v)))
     }
-
-    #[cfg(feature = "kafka")]
-    pub fn to_kafka(&self) -> OwnedHeaders {
-        let mut headers = OwnedHeaders::new_with_capacity(6);
-        for (key, value) in self.pairs() {
-            headers = headers.insert(Header {
-                key,
-                value: Some(value),
-            });
-        }
-        headers
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -106,20 +93,6 @@ impl Envelope {
         })
     }
 
-    /// [`Envelope::from_parts`] of a Kafka message.
-    #[cfg(feature = "kafka")]
-    pub fn from_message<M: Message>(message: &M) -> Result<Self, String> {
-        let headers = message.headers();
-        Self::from_parts(
-            |name| {
-                headers
-                    .and_then(|h| h.iter().find(|h| h.key == name))
-                    .and_then(|h| h.value)
-            },
-            message.payload(),
-        )
-    }
-
     /// Parses the payload as `T`. A payload that does not match its declared type will not
     /// match on a retry either: a handler's `?` turns this into a permanent failure (dead
     /// letter, see [`crate::handler::HandleError`]).
@@ -137,69 +110,3 @@ impl Envelope {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UndecodablePayload(String);
-
-#[cfg(all(test, feature = "kafka"))]
-mod tests {
-    use rdkafka::message::{Header, OwnedHeaders, OwnedMessage, Timestamp};
-
-    use super::*;
-
-    fn message(headers: &[(&str, &str)], payload: &[u8]) -> OwnedMessage {
-        let mut h = OwnedHeaders::new();
-        for (k, v) in headers {
-            h = h.insert(Header {
-                key: k,
-                value: Some(*v),
-            });
-        }
-        OwnedMessage::new(
-            Some(payload.to_vec()),
-            None,
-            "t".into(),
-            Timestamp::NotAvailable,
-            0,
-            0,
-            Some(h),
-        )
-    }
-
-    #[test]
-    fn reads_id_type_and_payload_from_headers() {
-        let id = Uuid::now_v7();
-        let m = message(
-            &[("id", &format!("\"{id}\"")), ("type", "OrderPlaced")],
-            b"{}",
-        );
-        let e = Envelope::from_message(&m).unwrap();
-        assert_eq!(e.id, id);
-        assert_eq!(e.event_type, "OrderPlaced");
-        assert_eq!(e.payload, b"{}");
-    }
-
-    #[test]
-    fn rejects_messages_that_are_not_events() {
-        let no_id = message(&[("type", "OrderPlaced")], b"{}");
-        assert!(Envelope::from_message(&no_id).unwrap_err().contains("id"));
-        let bad_id = message(&[("id", "nope"), ("type", "X")], b"{}");
-        assert!(Envelope::from_message(&bad_id)
-            .unwrap_err()
-            .contains("not a UUID"));
-    }
-
-    #[test]
-    fn a_payload_of_the_wrong_shape_is_permanent() {
-        let m = message(
-            &[("id", &Uuid::now_v7().to_string()), ("type", "T")],
-            b"[1]",
-        );
-        let e = Envelope::from_message(&m).unwrap();
-        #[derive(Debug, serde::Deserialize)]
-        struct Placed {
-            #[allow(dead_code)]
-            order_id: Uuid,
-        }
-        let err = e.decode::<Placed>().unwrap_err();
-        let err = crate::handler::HandleError::from(err);
-        assert!(matches!(err, crate::handler::HandleError::Permanent(_)));
-    }
-}

@@ -1,5 +1,5 @@
 //! The consumer's side of a handler: what a service implements to react to events, and how
-//! it says that an event failed, which decides what the consumer loop ([`crate::kafka`]) does
+//! it says that an event failed, which decides what the consumer core ([`crate::consume`]) does
 //! with the message: retry it, or dead-letter it.
 
 use std::future::Future;
@@ -49,4 +49,26 @@ impl HandleError {
 /// second time.
 pub trait EventHandler: Send + Sync + 'static {
     fn handle(&self, event: &Envelope) -> impl Future<Output = Result<(), HandleError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::*;
+
+    #[test]
+    fn a_payload_of_the_wrong_shape_is_permanent() {
+        let id = Uuid::now_v7().to_string();
+        let headers = [("id", id.as_bytes()), ("type", b"T".as_slice())];
+        let header = |name: &str| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+        let e = Envelope::from_parts(header, Some(b"[1]")).unwrap();
+        #[derive(Debug, serde::Deserialize)]
+        struct Placed {
+            #[allow(dead_code)]
+            order_id: Uuid,
+        }
+        let err = HandleError::from(e.decode::<Placed>().unwrap_err());
+        assert!(matches!(err, HandleError::Permanent(_)));
+    }
 }

@@ -27,12 +27,68 @@
 //! 5. **A consumer** gets each event at least once. Its [`handler::EventHandler`] applies the
 //!    event and records its id in the **inbox** ([`inbox::record`]) in one transaction, so a
 //!    redelivered event is recognised ([`inbox::Recorded::Duplicate`]) and not applied twice.
-//!    The consumer loop for Kafka (feature `kafka`, on by default: [`kafka::run_consumer`])
-//!    commits an offset only after its message was handled, and dead-letters what can never be;
-//!    the one for NATS JetStream (feature `nats`) acknowledges the same way.
+//!    The consumer core ([`consume`]) retries, dead-letters what can never be handled, and
+//!    says when a message may be acknowledged; the broker adapters run it: Kafka (feature
+//!    `kafka`, on by default: [`kafka::run_consumer`]) commits an offset only after its message
+//!    was handled, NATS JetStream (feature `nats`) acknowledges the same way.
+//!
+//! # Example
+//! An event, and a handler's transaction that writes it beside the business change. This
+//! runs as a doctest against the local PostgreSQL (`TEST_DATABASE_URL`); the lines that make
+//! its database are hidden.
+//!
+//! ```
+//! use outbox::{DomainEvent, Writer};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct UserSignedUp {
+//!     user_id: uuid::Uuid,
+//!     email: String,
+//! }
+//!
+//! impl DomainEvent for UserSignedUp {
+//!     const TYPE: &'static str = "UserSignedUp";
+//!     const AGGREGATE_TYPE: &'static str = "user"; // to the topic outbox.event.user
+//!     fn aggregate_id(&self) -> String {
+//!         self.user_id.to_string()
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), sqlx::Error> {
+//! # let (url, db) = testkit::fresh_outbox_database().await;
+//! # sqlx::query("create table users (id uuid primary key, email text)").execute(&db).await?;
+//! let event = UserSignedUp { user_id: uuid::Uuid::now_v7(), email: "a@b.c".into() };
+//! let writer = Writer::default(); // keeps the row for the relay
+//! let mut tx = db.begin().await?;
+//! sqlx::query("insert into users (id, email) values ($1, $2)")
+//!     .bind(event.user_id)
+//!     .bind(&event.email)
+//!     .execute(&mut *tx)
+//!     .await?;
+//! let id = writer.write_in_tx(&mut tx, &event, None).await?;
+//! writer.commit(tx, &db).await?; // both rows, or neither; then the relay is woken
+//!
+//! let pending: i64 = sqlx::query_scalar(
+//!     "select count(*) from outbox where id = $1 and published_at is null",
+//! )
+//! .bind(id)
+//! .fetch_one(&db)
+//! .await?;
+//! assert_eq!(pending, 1); // the relay publishes it, at least once, in order per user
+//! # db.close().await;
+//! # testkit::drop_database(&url).await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The relay and a consumer are wired in `examples/axum_handler.rs` and in the shop's
+//! services.
 //!
 //! The rest is support: [`envelope`] (what a consumer reads out of a message), [`backoff`],
-//! [`config`] (settings from the environment), [`db`] (pools and migrations) and [`trace`]
+//! [`config`] (settings that cannot work; the crate reads no environment variable: the
+//! process that embeds it fills its settings), [`db`] (pools and migrations) and [`trace`]
 //! (a W3C trace context that follows an event from request to consumer).
 //!
 //! ## Features
@@ -47,6 +103,7 @@
 
 pub mod backoff;
 pub mod config;
+pub mod consume;
 pub mod db;
 pub mod envelope;
 mod event;
@@ -59,7 +116,7 @@ pub mod nats;
 pub mod relay;
 pub mod topics;
 pub mod trace;
-pub mod writer;
+mod writer;
 
 pub use event::DomainEvent;
-pub use writer::{AfterInsert, Writer};
+pub use writer::{wake_relay, AfterInsert, Writer, WAKE_CHANNEL};

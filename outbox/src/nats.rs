@@ -25,10 +25,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream::Stream};
 
-use crate::{
-    config::{string, ConfigError},
-    topics::TopicNames,
-};
+use crate::topics::TopicNames;
 
 mod broker;
 mod consumer;
@@ -52,13 +49,6 @@ pub struct NatsConfig {
 }
 
 impl NatsConfig {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Ok(Self {
-            url: string("NATS_URL", "127.0.0.1:4222"),
-            topic_prefix: string("NATS_TOPIC_PREFIX", ""),
-        })
-    }
-
     pub fn topics(&self) -> TopicNames {
         TopicNames::new(&self.topic_prefix)
     }

@@ -20,7 +20,7 @@ use outbox::{
     envelope::Envelope,
     handler::{EventHandler, HandleError},
     inbox::{self, Recorded},
-    kafka::{self, ConsumerSettings, KafkaConfig, Publisher},
+    kafka::{self, ConsumerSettings, KafkaBroker, KafkaConfig},
     nats::{self, NatsBroker, NatsConfig, NatsConsumerSettings},
     relay::{Publishing, Relay, RelaySettings},
     topics::TopicNames,
@@ -82,8 +82,8 @@ impl Broker {
         let settings = RelaySettings::default();
         match self {
             Self::Kafka(kafka) => {
-                let publisher = Publisher::for_relay(kafka, &settings).expect("producer");
-                Publishing::kafka(publisher, kafka.clone())
+                let broker = KafkaBroker::connect(kafka, &settings).expect("producer");
+                Publishing::new(Arc::new(broker), kafka.topics())
             }
             Self::Nats(nats) => {
                 let broker = NatsBroker::connect(nats, &settings)
@@ -338,7 +338,7 @@ async fn every_event_is_applied_once_and_in_order(broker: Broker) {
         .execute(&s.pool)
         .await
         .unwrap();
-    outbox::writer::wake_relay(&s.pool).await;
+    outbox::wake_relay(&s.pool).await;
     testkit::eventually(WAIT, || async {
         let pending: i64 =
             sqlx::query_scalar("select count(*) from outbox where published_at is null")

@@ -128,7 +128,7 @@ async fn members_joining_and_leaving_under_load_keep_per_key_order_and_exactly_o
                     let record = FutureRecord::to(&topic)
                         .key(key)
                         .payload(&payload)
-                        .headers(headers.to_kafka());
+                        .headers(outbox::kafka::record_headers(&headers));
                     producer
                         .send(record, Duration::from_secs(10))
                         .await

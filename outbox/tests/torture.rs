@@ -650,7 +650,7 @@ async fn produce(
                 };
                 let mut record = FutureRecord::to(topic).key(key).payload(&payload);
                 if body.kind != Kind::NotAnEvent {
-                    record = record.headers(headers.to_kafka());
+                    record = record.headers(outbox::kafka::record_headers(&headers));
                 }
                 let delivered = producer
                     .send(record, Duration::from_secs(30))

@@ -128,6 +128,7 @@ pub fn kafka() -> KafkaConfig {
             outbox::kafka::DEFAULT_FETCH_WAIT_MS,
         )
         .expect("KAFKA_FETCH_WAIT_MS"),
+        debug: None,
     }
 }
 

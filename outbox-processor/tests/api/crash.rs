@@ -48,9 +48,12 @@ async fn a_relay_killed_between_ack_and_mark_republishes_and_inventory_applies_o
             "orders".into(),
             orders.clone(),
             RelaySettings::default(),
-            Publishing::kafka(
-                outbox::kafka::Publisher::new(outbox::kafka::producer_config(&kafka)).unwrap(),
-                kafka.clone(),
+            Publishing::new(
+                std::sync::Arc::new(outbox::kafka::KafkaBroker::new(
+                    outbox::kafka::Publisher::new(outbox::kafka::producer_config(&kafka)).unwrap(),
+                    kafka.clone(),
+                )),
+                kafka.topics(),
             ),
         )
     };

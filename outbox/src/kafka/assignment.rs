@@ -27,6 +27,9 @@ use rdkafka::{
 };
 use tokio::sync::mpsc;
 
+/// The consumer every service runs: rebalances are logged, counted and handed over cleanly.
+pub(super) type GroupConsumer = rdkafka::consumer::StreamConsumer<Rebalances>;
+
 /// The consumer context of every service: rebalances are logged, counted, and revocations
 /// handed to the consumer loop.
 pub struct Rebalances {

@@ -9,8 +9,8 @@ use rdkafka::{
     producer::FutureRecord,
 };
 
-use super::{breaks_producer, KafkaConfig, Publisher};
-use crate::relay::{Broker, Outgoing, SendError};
+use super::{breaks_producer, producer_config, KafkaConfig, Publisher};
+use crate::relay::{Broker, Outgoing, RelaySettings, SendError};
 
 /// The relay's broker: Kafka through an idempotent producer (`acks=all`).
 pub struct KafkaBroker {
@@ -19,8 +19,25 @@ pub struct KafkaBroker {
 }
 
 impl KafkaBroker {
+    /// The relay's broker on Kafka: [`producer_config`], with every delivery bounded by
+    /// [`RelaySettings::send_timeout`] (a third of the lease, see [`crate::relay`]).
+    pub fn connect(config: &KafkaConfig, settings: &RelaySettings) -> Result<Self, KafkaError> {
+        let mut producer = producer_config(config);
+        producer.set(
+            "message.timeout.ms",
+            settings.send_timeout().as_millis().to_string(),
+        );
+        Ok(Self::new(Publisher::new(producer)?, config.clone()))
+    }
+
+    /// A broker on a publisher of the caller's (tests give it one with settings of theirs).
     pub fn new(publisher: Publisher, config: KafkaConfig) -> Self {
         Self { publisher, config }
+    }
+
+    /// The producer it sends with, for the process's health check and its flush at shutdown.
+    pub fn publisher(&self) -> Publisher {
+        self.publisher.clone()
     }
 }
 
@@ -30,7 +47,7 @@ impl Broker for KafkaBroker {
             let record = FutureRecord::to(event.topic)
                 .key(event.key)
                 .payload(event.payload)
-                .headers(event.headers.to_kafka());
+                .headers(super::record_headers(&event.headers));
             // The delivery is bounded by the producer's `message.timeout.ms` (a third of the
             // lease); a producer the broker rejects is replaced by the publisher.
             self.publisher

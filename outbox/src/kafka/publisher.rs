@@ -17,8 +17,6 @@ use std::{
     time::Duration,
 };
 
-use super::KafkaConfig;
-use crate::relay::RelaySettings;
 use rdkafka::{
     error::{KafkaError, RDKafkaErrorCode},
     message::ToBytes,
@@ -42,17 +40,6 @@ pub struct Generation {
 }
 
 impl Publisher {
-    /// The relay's publisher: [`super::producer_config`], with every delivery bounded by
-    /// [`RelaySettings::send_timeout`] (a third of the lease, see [`crate::relay`]).
-    pub fn for_relay(kafka: &KafkaConfig, settings: &RelaySettings) -> Result<Self, KafkaError> {
-        let mut producer = super::producer_config(kafka);
-        producer.set(
-            "message.timeout.ms",
-            settings.send_timeout().as_millis().to_string(),
-        );
-        Self::new(producer)
-    }
-
     pub fn new(config: ClientConfig) -> Result<Self, KafkaError> {
         let producer = config.create()?;
         Ok(Self {
@@ -69,10 +56,6 @@ impl Publisher {
         self.lock().clone()
     }
 
-    /// Sends `record` with the current producer and waits for the broker's acknowledgement;
-    /// `queue_timeout` bounds only the wait for room in the local queue. When the broker
-    /// rejects the producer itself, the producer is replaced for the next send, and the error
-    /// is returned like any other.
     /// Hands over whatever the current producer still has queued, waiting at most
     /// `timeout`; at shutdown, after the relay's last marks committed.
     pub async fn flush(&self, timeout: Duration) {
@@ -84,6 +67,10 @@ impl Publisher {
         }
     }
 
+    /// Sends `record` with the current producer and waits for the broker's acknowledgement;
+    /// `queue_timeout` bounds only the wait for room in the local queue. When the broker
+    /// rejects the producer itself, the producer is replaced for the next send, and the error
+    /// is returned like any other.
     pub async fn send<K, P>(
         &self,
         record: FutureRecord<'_, K, P>,

@@ -2,25 +2,27 @@
 //! message in hand at a time (see the module docs of [`super`] for why), acknowledged only after
 //! the handler succeeded or its dead-letter copy was stored.
 //!
-//! What it does with a message is what the Kafka loop does: not an event, or failing for good
-//! ([`HandleError::Permanent`]) → a copy on the dead-letter subject with the reason, then the
-//! ack; failing for now ([`HandleError::Transient`], or a panic) → the same message again after
-//! a backoff, signalling progress so that JetStream does not hand it to another instance.
+//! What it does with a message is the consumer core's ([`crate::consume`]), as on Kafka: not
+//! an event, or failing for good → a copy on the dead-letter subject with the reason, then the
+//! ack; failing for now → the same message again after a backoff, signalling progress so that
+//! JetStream does not hand it to another instance; a handler panic → the message back to the
+//! stream at once (a negative ack) and this topic's consumer started again.
 
-use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use async_nats::{
     header::NATS_MESSAGE_ID,
     jetstream::{self, consumer::pull, AckKind},
 };
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::{ensure_stream, stream_name, NatsConfig, ACK_WAIT};
 use crate::{
     backoff::Backoff,
+    consume::{dead_lettering, handle, Handling, Incoming, Origin},
     envelope::{header, Envelope},
-    handler::{EventHandler, HandleError},
+    handler::EventHandler,
 };
 
 /// What a service consumes, and under which name.
@@ -145,47 +147,16 @@ impl Topic {
         message: &jetstream::Message,
         shutdown: &CancellationToken,
     ) -> Result<Outcome, async_nats::Error> {
-        let headers = message.headers.as_ref();
-        let envelope = match Envelope::from_parts(
-            |name| {
-                headers
-                    .and_then(|h| h.get(name))
-                    .map(|v| v.as_str().as_bytes())
-            },
-            Some(&message.payload),
-        ) {
-            Ok(envelope) => envelope,
-            Err(reason) => return self.dead_letter(message, &reason, shutdown).await,
-        };
-        let mut retry = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
-        loop {
-            let handled = match AssertUnwindSafe(handler.handle(&envelope))
-                .catch_unwind()
-                .await
-            {
-                Ok(handled) => handled,
-                Err(_) => Err(HandleError::Transient("the handler panicked".into())),
-            };
-            match handled {
-                Ok(()) => {
-                    message.ack().await?;
-                    metrics::counter!("nats_consumer_handled_total", "consumer" => self.name.clone())
-                        .increment(1);
-                    return Ok(Outcome::Acked);
-                }
-                Err(HandleError::Permanent(reason)) => {
-                    return self.dead_letter(message, &reason, shutdown).await
-                }
-                Err(HandleError::Transient(error)) => {
-                    let delay = retry.next_delay();
-                    tracing::warn!(event_id = %envelope.id, %error, ?delay, "handling failed; retrying the same message");
-                    // Still working on it: JetStream must not hand it to another instance.
-                    message.ack_with(AckKind::Progress).await?;
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return Ok(Outcome::Stopped),
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
+        match handle(handler, &Message(message), shutdown).await {
+            Handling::Handled => {
+                message.ack().await?;
+                Ok(Outcome::Acked)
+            }
+            Handling::Rejected(reason) => self.dead_letter(message, &reason, shutdown).await,
+            Handling::Stopped => Ok(Outcome::Stopped),
+            Handling::Panicked(reason) => {
+                message.ack_with(AckKind::Nak(None)).await?;
+                Err(reason.into())
             }
         }
     }
@@ -199,6 +170,7 @@ impl Topic {
         reason: &str,
         shutdown: &CancellationToken,
     ) -> Result<Outcome, async_nats::Error> {
+        dead_lettering(Message(message).origin(), reason);
         let position = message.info()?.stream_sequence.to_string();
         let mut headers = message.headers.clone().unwrap_or_default();
         headers.insert(header::DLQ_REASON, reason);
@@ -223,9 +195,6 @@ impl Topic {
             };
             match stored.await {
                 Ok(_) => {
-                    tracing::warn!(subject = %self.subject, %reason, "message dead-lettered");
-                    metrics::counter!("nats_consumer_dead_lettered_total", "consumer" => self.name.clone())
-                        .increment(1);
                     message.ack().await?;
                     return Ok(Outcome::Acked);
                 }
@@ -239,6 +208,39 @@ impl Topic {
                     }
                 }
             }
+        }
+    }
+}
+
+/// A JetStream message, as the consumer core sees it.
+struct Message<'a>(&'a jetstream::Message);
+
+impl Incoming for Message<'_> {
+    fn envelope(&self) -> Result<Envelope, String> {
+        let headers = self.0.headers.as_ref();
+        Envelope::from_parts(
+            |name| {
+                headers
+                    .and_then(|h| h.get(name))
+                    .map(|v| v.as_str().as_bytes())
+            },
+            Some(&self.0.payload),
+        )
+    }
+
+    fn origin(&self) -> Origin<'_> {
+        let sequence = self.0.info().map_or(0, |info| info.stream_sequence);
+        Origin {
+            topic: self.0.subject.as_str(),
+            partition: None,
+            offset: i64::try_from(sequence).unwrap_or(i64::MAX),
+        }
+    }
+
+    async fn still_working(&self) {
+        // Still working on it: JetStream must not hand it to another instance.
+        if let Err(error) = self.0.ack_with(AckKind::Progress).await {
+            tracing::warn!(%error, "nats: progress signal failed; the message may be redelivered");
         }
     }
 }

@@ -1,9 +1,10 @@
-//! How the relay paces, retries, parks and cleans up: its settings, with their defaults and the
-//! `RELAY_*` environment variables that override them.
+//! How the relay paces, retries, parks and cleans up: its settings, with their defaults. The
+//! shop's services read them from `RELAY_*` environment variables; each field's doc names its
+//! variable.
 
 use std::time::Duration;
 
-use crate::config::{millis, var, ConfigError};
+use crate::config::ConfigError;
 
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
@@ -115,30 +116,6 @@ impl RelaySettings {
     /// before PostgreSQL ends the claim's session, and after one full send timeout.
     pub fn batch_deadline(&self) -> Duration {
         self.lease / 2
-    }
-}
-
-impl RelaySettings {
-    /// The defaults, overridden by `RELAY_*` variables, validated.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let d = Self::default();
-        let settings = Self {
-            batch_size: var("RELAY_BATCH_SIZE", d.batch_size)?,
-            pipeline: var("RELAY_PIPELINE", d.pipeline)?,
-            poll_interval: millis("RELAY_POLL_INTERVAL_MS", d.poll_interval)?,
-            notify: var("RELAY_NOTIFY", d.notify)?,
-            debounce: millis("RELAY_DEBOUNCE_MS", d.debounce)?,
-            busy_poll: millis("RELAY_BUSY_POLL_MS", d.busy_poll)?,
-            retry_base: millis("RELAY_RETRY_BASE_MS", d.retry_base)?,
-            retry_max: millis("RELAY_RETRY_MAX_MS", d.retry_max)?,
-            max_attempts: var("RELAY_MAX_ATTEMPTS", d.max_attempts)?,
-            lease: millis("RELAY_LEASE_MS", d.lease)?,
-            retention: millis("RELAY_RETENTION_MS", d.retention)?,
-            retention_interval: millis("RELAY_RETENTION_INTERVAL_MS", d.retention_interval)?,
-            retention_batch: var("RELAY_RETENTION_BATCH", d.retention_batch)?,
-        };
-        settings.validate()?;
-        Ok(settings)
     }
 }
 

@@ -222,15 +222,14 @@ pub async fn raw_produce(kafka: &KafkaConfig, n: usize) -> Throughput {
             let id = Uuid::now_v7().to_string();
             let key = format!("agg-{}", i % 10_000);
             // The headers the relay sends (no traceparent: the backlog rows have none).
-            let headers = EventHeaders {
+            let headers = outbox::kafka::record_headers(&EventHeaders {
                 id: &id,
                 event_type: "Benched",
                 aggregate_type: "bench",
                 aggregate_id: &key,
                 schema_version: "1",
                 traceparent: None,
-            }
-            .to_kafka();
+            });
             producer
                 .send(
                     FutureRecord::to(&topic)

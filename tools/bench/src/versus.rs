@@ -464,7 +464,7 @@ impl Database {
             .execute(&self.pool)
             .await
             .expect("analyze");
-        outbox::writer::wake_relay(&self.pool).await;
+        outbox::wake_relay(&self.pool).await;
     }
 
     /// `n` rows from several writers, in small transactions, as fast as they go.

@@ -1,5 +1,6 @@
 //! flow-console settings, from the environment, with the local stack's values as defaults.
 
+use service_kit::config::FromEnv;
 use std::time::Duration;
 
 use outbox::kafka::KafkaConfig;

@@ -7,7 +7,7 @@
 //!
 //! It is never a way to place orders: `scripts/stack dual-write` runs it against a database and
 //! a topic prefix of its own, beside the real path (order-service and its outbox) under the
-//! same faults, and prints both reports (README, "Watch the dual write lose events").
+//! same faults, and prints both reports (docs/testing.md, "Watch the dual write lose events").
 //!
 //! ```text
 //! dual-write naive COUNT PAUSE_MS   place COUNT orders; PAUSE_MS between commit and publish
@@ -16,6 +16,7 @@
 //! Settings: `DATABASE_URL`, `KAFKA_BROKERS`, `KAFKA_TOPIC_PREFIX`, `DEMO_CUSTOMER` (whose orders),
 //! `REPORT_SETTLE_MS` (how long `report none` waits for a relay to catch up, default 60000).
 
+use service_kit::config::FromEnv;
 use std::{collections::HashSet, process::ExitCode, time::Duration};
 
 use contracts::{DomainEvent, OrderPlaced, ORDER};
@@ -140,7 +141,7 @@ async fn publish(
     let record = FutureRecord::to(topic)
         .key(&key)
         .payload(&payload)
-        .headers(headers.to_kafka());
+        .headers(outbox::kafka::record_headers(&headers));
     producer
         .send(record, PUBLISH_TIMEOUT)
         .await

@@ -6,6 +6,7 @@
 //! message of TOPIC (the test that both relays put a key on the same partition reads it).
 //! Settings come from the environment, with the local stack's values as defaults.
 
+use service_kit::config::FromEnv;
 use std::process::ExitCode;
 
 use outbox::kafka::KafkaConfig;
