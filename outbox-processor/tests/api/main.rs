@@ -1,9 +1,6 @@
-//! The relay and the whole flow, against real PostgreSQL, Kafka and MongoDB.
+//! The relay process and the whole flow, against real PostgreSQL, Kafka and MongoDB. The
+//! relay's own tests, which need only the `outbox` crate, are in `outbox/tests/relay`.
 
-mod adversity;
 mod crash;
-mod faults;
 mod flow;
 mod operations;
-mod relay;
-mod torture;

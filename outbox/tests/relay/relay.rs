@@ -65,9 +65,9 @@ pub(crate) fn relay_with(pool: &PgPool, kafka: &KafkaConfig, settings: RelaySett
         "test".into(),
         pool.clone(),
         settings,
-        Publishing::kafka(
-            outbox::kafka::Publisher::new(outbox::kafka::producer_config(kafka)).unwrap(),
-            kafka.clone(),
+        Publishing::new(
+            std::sync::Arc::new(crate::faults::kafka_broker(kafka)),
+            kafka.topics(),
         ),
     )
 }
