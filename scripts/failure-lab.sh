@@ -249,7 +249,7 @@ lab_pg_restart() {
 #     process that takes the orders *and* publishes them, at random moments while orders
 #     stream in. Then back to the standalone relay.
 #     order-service is also a consumer-group member, and nisshi 0.6.0 wedges a group for good
-#     when its elected leader dies before the group has synced (README, The local broker). So
+#     when its elected leader dies before the group has synced (docs/local-broker.md). So
 #     each kill waits until the revived order-service owns its partitions again.
 wait_group_settled() { # name: until its consumer owns every partition of its topic
   local name=$1 started=$SECONDS owned
@@ -460,17 +460,7 @@ lab_slot_lost() {
     sleep 1
   done
   psql "$PG_ORDERS_URL" -At -F ' ' -c "select id, type from outbox where aggregatetype = '$type'" >"$LAB_DIR/snapshot-types.txt"
-  python3 - "$LAB_DIR/snapshot.json" "$LAB_DIR/snapshot-types.txt" <<'PY' || die "lab slot-lost: the snapshot broke per-key order"
-import collections, json, sys
-kind = dict(line.split() for line in open(sys.argv[2]) if line.strip())
-seen = collections.defaultdict(list)
-for m in json.load(open(sys.argv[1])):  # partition by partition, in offset order
-    if kind.get(m["id"]) not in seen[m["key"]]:
-        seen[m["key"]].append(kind.get(m["id"]))
-bad = [k for k, order in seen.items() if order[:2] != ["First", "Second"]]
-print(f"lab: {len(seen)} keys, {len(bad)} with their second event first" + (f": {bad[:5]}" if bad else ""))
-sys.exit(1 if bad or len(seen) != 50 else 0)
-PY
+  python3 "$ROOT/scripts/py/snapshot_order.py" "$LAB_DIR/snapshot.json" "$LAB_DIR/snapshot-types.txt" || die "lab slot-lost: the snapshot broke per-key order"
   psql "$PG_ORDERS_URL" -v ON_ERROR_STOP=1 -qc "delete from outbox where aggregatetype = '$type'"
   verifier
 }
@@ -552,7 +542,7 @@ cmd_chaos() {
   verifier
 }
 
-# The dual write, shown in numbers (README, "Watch the dual write lose events"): orders placed
+# The dual write, shown in numbers (docs/testing.md, "Watch the dual write lose events"): orders placed
 # the naive way (commit, then publish straight to Kafka: tools/dual-write) under the two classic
 # faults, then orders placed through order-service and its outbox under the same faults. Each
 # run ends with a report of the orders whose events never reached the topic; it fails unless
