@@ -256,8 +256,8 @@ public final class DebeziumRelay {
 
         /**
          * A producer after a failed send is replaced: the Java client bumps an idempotent
-         * producer's epoch after a timeout, which the local broker rejects for good (README,
-         * "The local broker"); a new producer gets a new id. Sends still in the old one fail and
+         * producer's epoch after a timeout, which the local broker rejects for good
+         * (docs/local-broker.md); a new producer gets a new id. Sends still in the old one fail and
          * are sent again.
          */
         synchronized void renew(KafkaProducer<byte[], byte[]> failed) {

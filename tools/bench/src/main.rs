@@ -1,7 +1,7 @@
 //! Benchmarks of the outbox system, against the local stack (`scripts/stack infra-up`).
 //!
 //! Every figure is printed next to a baseline measured in the same run on the same servers,
-//! and the ratio between them is what the targets in BENCHMARKS.md are about: absolute
+//! and the ratio between them is what the targets in docs/benchmarks.md are about: absolute
 //! numbers depend on the machine, ratios much less. The services under test run as real
 //! release binaries (child processes), so what is measured is what is deployed.
 //!
@@ -16,7 +16,7 @@
 //! - [`intake`]: `POST /orders` against bare transactions.
 //! - [`latency`]: end to end at 200 orders/s, with every process's CPU.
 //! - [`broker`]: the broker alone: group join, failover, fetch wait against idle CPU.
-//! - [`process`], [`stats`], [`report`]: children and /proc, percentiles, BENCHMARKS.md.
+//! - [`process`], [`stats`], [`report`]: children and /proc, percentiles, docs/benchmarks.md.
 
 mod broker;
 mod intake;

@@ -1,10 +1,14 @@
-//! BENCHMARKS.md: the machine, the command, every figure beside its baseline, and the notes
-//! (how each figure is measured, what each change bought, the gaps) from `tools/bench/notes.md`.
+//! docs/benchmarks.md: the machine, the command, every figure beside its baseline, and the
+//! notes (how each figure is measured, what each change bought, the gaps) from
+//! `tools/bench/notes.md.in`, Markdown whose links are relative to `docs/`, where it lands.
 
 use crate::Results;
 
-/// The hand-written part of BENCHMARKS.md, kept beside the code that measures.
-const NOTES: &str = include_str!("../notes.md");
+/// The hand-written part of docs/benchmarks.md, kept beside the code that measures.
+const NOTES: &str = include_str!("../notes.md.in");
+
+/// Where the report goes, from the workspace root (where `scripts/stack bench` runs).
+const REPORT: &str = "docs/benchmarks.md";
 
 pub fn write_markdown(results: &Results) {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -48,6 +52,6 @@ pub fn write_markdown(results: &Results) {
     }
     md.push('\n');
     md.push_str(NOTES);
-    std::fs::write("BENCHMARKS.md", md).expect("write BENCHMARKS.md");
-    println!("\nwrote BENCHMARKS.md");
+    std::fs::write(REPORT, md).unwrap_or_else(|e| panic!("write {REPORT}: {e}"));
+    println!("\nwrote {REPORT}");
 }
