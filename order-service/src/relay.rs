@@ -10,8 +10,8 @@
 use std::sync::Arc;
 
 use outbox::{
-    kafka::{KafkaBroker, KafkaConfig, Publisher},
-    relay::{Publishing, Relay, RelaySettings},
+    kafka::{KafkaBroker, KafkaConfig, Producer},
+    relay::{Outlet, Relay, RelaySettings},
 };
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
@@ -21,7 +21,7 @@ const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub struct EmbeddedRelay {
     relay: Relay,
-    publisher: Publisher,
+    producer: Producer,
 }
 
 impl EmbeddedRelay {
@@ -32,16 +32,16 @@ impl EmbeddedRelay {
         settings: RelaySettings,
     ) -> Result<Self, service_kit::StartupError> {
         let broker = KafkaBroker::connect(kafka, &settings)?;
-        let publisher = broker.publisher();
-        let publishing = Publishing::new(Arc::new(broker), kafka.topics());
-        let relay = Relay::connect("orders", url, settings, publishing)?;
-        Ok(Self { relay, publisher })
+        let producer = broker.producer();
+        let outlet = Outlet::new(Arc::new(broker), kafka.topics());
+        let relay = Relay::connect("orders", url, settings, outlet)?;
+        Ok(Self { relay, producer })
     }
 
     /// Relays until `shutdown`, then finishes the batch in hand and flushes the producer.
     pub async fn run(self, shutdown: CancellationToken) {
         tracing::info!("relay embedded: this process publishes its own outbox");
         self.relay.start(&shutdown).stopped().await;
-        self.publisher.flush(FLUSH_TIMEOUT).await;
+        self.producer.flush(FLUSH_TIMEOUT).await;
     }
 }

@@ -105,7 +105,7 @@ pub struct Switched {
         (status = 401, description = "Missing or wrong token", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn pause_relay(State(state): State<AppState>) -> Json<Switched> {
-    let was = state.hold.pause().await;
+    let was = state.hold.hold().await;
     Json(Switched {
         relay: state.hold.state(),
         was,
@@ -120,7 +120,7 @@ pub async fn pause_relay(State(state): State<AppState>) -> Json<Switched> {
         (status = 401, description = "Missing or wrong token", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn resume_relay(State(state): State<AppState>) -> Json<Switched> {
-    let was = state.hold.resume();
+    let was = state.hold.release();
     Json(Switched {
         relay: state.hold.state(),
         was,

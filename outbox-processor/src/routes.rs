@@ -58,7 +58,7 @@ async fn ready(State(state): State<AppState>) -> Readiness {
         );
     }
     checks
-        .inform("kafka", health::kafka(&state.publisher.producer().producer))
+        .inform("kafka", health::kafka(&state.producer.current().producer))
         .run()
         .await
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use outbox::{
     kafka::KafkaBroker,
-    relay::{Publishing, Relay},
+    relay::{Outlet, Relay},
 };
 use service_kit::{http::Server, StartupError};
 use tokio_util::sync::CancellationToken;
@@ -19,8 +19,8 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         let broker = KafkaBroker::connect(&config.kafka, &config.relay)?;
-        let publisher = broker.publisher();
-        let publishing = Publishing::new(Arc::new(broker), config.kafka.topics());
+        let producer = broker.producer();
+        let outlet = Outlet::new(Arc::new(broker), config.kafka.topics());
         let relays = config
             .databases
             .into_iter()
@@ -29,7 +29,7 @@ impl Application {
                     source.name,
                     &source.url,
                     config.relay.clone(),
-                    publishing.clone(),
+                    outlet.clone(),
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -38,9 +38,9 @@ impl Application {
             server,
             state: AppState {
                 relays: Arc::new(relays),
-                publisher,
-                outage: publishing.outage,
-                hold: publishing.hold,
+                producer,
+                outage: outlet.outage,
+                hold: outlet.hold,
                 admin_token: config.admin_token,
             },
         })
@@ -62,7 +62,7 @@ impl Application {
             .iter()
             .map(|relay| relay.start(&shutdown))
             .collect();
-        let publisher = self.state.publisher.clone();
+        let producer = self.state.producer.clone();
         let served = self
             .server
             .serve(routes::router(self.state), shutdown.clone())
@@ -72,7 +72,7 @@ impl Application {
             relay.stopped().await;
         }
         // Every batch has committed its marks by now; flush hands over anything still queued.
-        publisher.flush(std::time::Duration::from_secs(10)).await;
+        producer.flush(std::time::Duration::from_secs(10)).await;
         served.map_err(Into::into)
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use outbox::{
-    kafka::Publisher,
+    kafka::Producer,
     relay::{Hold, Outage, Relay},
 };
 use secrecy::SecretString;
@@ -12,7 +12,7 @@ use secrecy::SecretString;
 #[derive(Clone)]
 pub struct AppState {
     pub relays: Arc<Vec<Relay>>,
-    pub publisher: Publisher,
+    pub producer: Producer,
     /// Whether the broker is away (publishing paused), for the status page.
     pub outage: Outage,
     /// Whether an operator holds the relay (admin API, status page).

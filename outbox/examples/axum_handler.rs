@@ -4,7 +4,7 @@
 use axum::{extract::State, http::StatusCode, routing::post, Json, Router};
 use outbox::{
     kafka::{KafkaBroker, KafkaConfig},
-    relay::{Publishing, Relay, RelaySettings},
+    relay::{Outlet, Relay, RelaySettings},
     DomainEvent,
 };
 use serde::{Deserialize, Serialize};
@@ -60,8 +60,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 4. The relay: claims rows, publishes them, marks them published, in order per aggregate.
     let (kafka, settings) = (KafkaConfig::from_env()?, RelaySettings::from_env()?);
     let broker = KafkaBroker::connect(&kafka, &settings)?;
-    let publishing = Publishing::new(std::sync::Arc::new(broker), kafka.topics());
-    let relay = Relay::connect("app", &url, settings, publishing)?;
+    let outlet = Outlet::new(std::sync::Arc::new(broker), kafka.topics());
+    let relay = Relay::connect("app", &url, settings, outlet)?;
     let shutdown = CancellationToken::new();
     let running = relay.start(&shutdown);
 

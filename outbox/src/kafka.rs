@@ -3,7 +3,7 @@
 //!
 //! - **The relay's side:** [`KafkaBroker`] implements [`crate::relay::Broker`] over an
 //!   idempotent producer (`acks=all`) that is replaced when the broker stops accepting it
-//!   ([`Publisher`]), and tells an outage from an event's fault ([`classify`]).
+//!   ([`Producer`]), and tells an outage from an event's fault ([`classify`]).
 //! - **The consumer's side:** [`run_consumer`] fetches messages and hands each one to a worker
 //!   for its partition, which runs it through the consumer core ([`crate::consume`]) and
 //!   stores the Kafka offset **only after** the handler's transaction committed (or the
@@ -14,7 +14,7 @@
 //! # Layout
 //! `config.rs` (settings, and the producer's and consumer's librdkafka settings),
 //! `admin.rs` (topics, reachability), `headers.rs` (the event's headers on a record),
-//! `publisher.rs`, `broker.rs` (the relay's side), `consumer.rs` (the loop),
+//! `producer.rs`, `broker.rs` (the relay's side), `consumer.rs` (the loop),
 //! `worker.rs` (one partition), `dead_letter.rs`, `assignment.rs` (rebalances) and
 //! `lag.rs` (a consumer group's lag, for the flow page).
 
@@ -26,7 +26,7 @@ mod consumer;
 mod dead_letter;
 mod headers;
 mod lag;
-mod publisher;
+mod producer;
 mod worker;
 
 pub use admin::{ensure_topics, ping};
@@ -39,4 +39,4 @@ pub use config::{
 pub use consumer::{run_consumer, ConsumerSettings};
 pub use headers::{envelope, record_headers};
 pub use lag::{GroupLag, LagProbe, PartitionLag};
-pub use publisher::{breaks_producer, Generation, Publisher};
+pub use producer::{breaks_producer, Generation, Producer};

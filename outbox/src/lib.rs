@@ -92,7 +92,7 @@
 //! (a W3C trace context that follows an event from request to consumer).
 //!
 //! ## Features
-//! - `kafka` (default): the Kafka publisher, the relay's Kafka broker and the consumer loop,
+//! - `kafka` (default): the Kafka producer, the relay's Kafka broker and the consumer loop,
 //!   on rdkafka.
 //! - `nats`: NATS JetStream instead or as well: the relay's `nats::NatsBroker` (with the
 //!   broker's de-duplication by event id) and a consumer loop for the same handlers.

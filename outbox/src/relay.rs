@@ -95,7 +95,7 @@
 //! `retention.rs` and `stats.rs`. The relay reads its events through the claim and writes
 //! their fate through the mark: that pair is the event source, today the `outbox` table.
 //! It sends through [`Broker`], which adapters implement (`kafka::KafkaBroker`,
-//! `nats::NatsBroker`); this module names none of them. [`Publishing`] is what every
+//! `nats::NatsBroker`); this module names none of them. [`Outlet`] is what every
 //! database's relay in a process shares.
 
 use std::time::Duration;
@@ -112,8 +112,8 @@ mod claim;
 mod hold;
 mod mark;
 mod outage;
+mod outlet;
 mod publish;
-mod publishing;
 mod retention;
 mod settings;
 mod stats;
@@ -123,8 +123,8 @@ pub use broker::{Broker, Fault, Outgoing, SendError};
 pub use claim::Claim;
 pub use hold::{Hold, Switch};
 pub use outage::{Outage, PublishingState};
-pub use publish::Published;
-pub use publishing::{Publishing, Topics};
+pub use outlet::{Outlet, Topics};
+pub use publish::Sends;
 pub use settings::RelaySettings;
 pub use stats::Stats;
 use wake::{Flow, Outcome, Pace};
@@ -175,23 +175,18 @@ pub struct Relay {
     pub name: String,
     pool: PgPool,
     settings: RelaySettings,
-    publishing: Publishing,
+    outlet: Outlet,
     /// Shared by this database's claim loops (see `wake`).
     flow: Flow,
 }
 
 impl Relay {
-    pub fn new(
-        name: String,
-        pool: PgPool,
-        settings: RelaySettings,
-        publishing: Publishing,
-    ) -> Self {
+    pub fn new(name: String, pool: PgPool, settings: RelaySettings, outlet: Outlet) -> Self {
         Self {
             name,
             pool,
             settings,
-            publishing,
+            outlet,
             flow: Flow::default(),
         }
     }
@@ -205,11 +200,11 @@ impl Relay {
         name: impl Into<String>,
         url: &SecretString,
         settings: RelaySettings,
-        publishing: Publishing,
+        outlet: Outlet,
     ) -> Result<Self, sqlx::Error> {
         let connections = u32::try_from(settings.pipeline * 2 + 2).unwrap_or(u32::MAX);
         let pool = crate::db::connect_lazy(url, connections, settings.lease)?;
-        Ok(Self::new(name.into(), pool, settings, publishing))
+        Ok(Self::new(name.into(), pool, settings, outlet))
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -254,7 +249,7 @@ impl Relay {
         let mut outcome = Outcome::Backlog;
         while pace.next(outcome, &shutdown).await {
             // Held by an operator: wait here, claiming nothing (`hold.rs`).
-            let Some(_permit) = self.publishing.hold.permit(&shutdown).await else {
+            let Some(_permit) = self.outlet.hold.permit(&shutdown).await else {
                 break;
             };
             outcome = match self.relay_batch().await {
@@ -282,7 +277,7 @@ impl Relay {
             return Ok(BatchReport::default());
         };
         let claimed = started.elapsed();
-        let published = self.publish_claimed(&claim).await;
+        let published = self.publish(&claim).await;
         let sent = started.elapsed();
         let report = self.mark(claim, published).await?;
         // Where a batch's time goes: what to look at before tuning batch size or producer.

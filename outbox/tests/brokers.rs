@@ -22,7 +22,7 @@ use outbox::{
     inbox::{self, Recorded},
     kafka::{self, ConsumerSettings, KafkaBroker, KafkaConfig},
     nats::{self, NatsBroker, NatsConfig, NatsConsumerSettings},
-    relay::{Publishing, Relay, RelaySettings},
+    relay::{Outlet, Relay, RelaySettings},
     topics::TopicNames,
     DomainEvent,
 };
@@ -78,18 +78,18 @@ impl Broker {
         self.names().topic_for(Stepped::AGGREGATE_TYPE)
     }
 
-    async fn publishing(&self) -> Publishing {
+    async fn outlet(&self) -> Outlet {
         let settings = RelaySettings::default();
         match self {
             Self::Kafka(kafka) => {
                 let broker = KafkaBroker::connect(kafka, &settings).expect("producer");
-                Publishing::new(Arc::new(broker), kafka.topics())
+                Outlet::new(Arc::new(broker), kafka.topics())
             }
             Self::Nats(nats) => {
                 let broker = NatsBroker::connect(nats, &settings)
                     .await
                     .expect("nats client");
-                Publishing::new(Arc::new(broker), nats.topics())
+                Outlet::new(Arc::new(broker), nats.topics())
             }
         }
     }
@@ -263,7 +263,7 @@ async fn setup(broker: &Broker) -> Setup {
         "test",
         &url,
         RelaySettings::default(),
-        broker.publishing().await,
+        broker.outlet().await,
     )
     .expect("relay");
     Setup {

@@ -7,7 +7,7 @@ use chrono::Utc;
 use contracts::{OrderLine, OrderPlaced};
 use outbox::{
     relay::RelaySettings,
-    relay::{Publishing, Relay},
+    relay::{Outlet, Relay},
 };
 use testkit::Spawned;
 use uuid::Uuid;
@@ -48,9 +48,9 @@ async fn a_relay_killed_between_ack_and_mark_republishes_and_inventory_applies_o
             "orders".into(),
             orders.clone(),
             RelaySettings::default(),
-            Publishing::new(
+            Outlet::new(
                 std::sync::Arc::new(outbox::kafka::KafkaBroker::new(
-                    outbox::kafka::Publisher::new(outbox::kafka::producer_config(&kafka)).unwrap(),
+                    outbox::kafka::Producer::new(outbox::kafka::producer_config(&kafka)).unwrap(),
                     kafka.clone(),
                 )),
                 kafka.topics(),
@@ -61,7 +61,7 @@ async fn a_relay_killed_between_ack_and_mark_republishes_and_inventory_applies_o
     // its transaction never commits (as when the process is killed).
     let doomed = relay();
     let claim = doomed.claim().await.unwrap().expect("a row to claim");
-    doomed.publish_claimed(&claim).await;
+    doomed.publish(&claim).await;
     drop(claim);
     let unpublished: i64 =
         sqlx::query_scalar("select count(*) from outbox where published_at is null")

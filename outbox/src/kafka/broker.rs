@@ -9,12 +9,12 @@ use rdkafka::{
     producer::FutureRecord,
 };
 
-use super::{breaks_producer, producer_config, KafkaConfig, Publisher};
+use super::{breaks_producer, producer_config, KafkaConfig, Producer};
 use crate::relay::{Broker, Outgoing, RelaySettings, SendError};
 
 /// The relay's broker: Kafka through an idempotent producer (`acks=all`).
 pub struct KafkaBroker {
-    publisher: Publisher,
+    producer: Producer,
     config: KafkaConfig,
 }
 
@@ -27,17 +27,17 @@ impl KafkaBroker {
             "message.timeout.ms",
             settings.send_timeout().as_millis().to_string(),
         );
-        Ok(Self::new(Publisher::new(producer)?, config.clone()))
+        Ok(Self::new(Producer::new(producer)?, config.clone()))
     }
 
-    /// A broker on a publisher of the caller's (tests give it one with settings of theirs).
-    pub fn new(publisher: Publisher, config: KafkaConfig) -> Self {
-        Self { publisher, config }
+    /// A broker on a producer of the caller's (tests give it one with settings of theirs).
+    pub fn new(producer: Producer, config: KafkaConfig) -> Self {
+        Self { producer, config }
     }
 
     /// The producer it sends with, for the process's health check and its flush at shutdown.
-    pub fn publisher(&self) -> Publisher {
-        self.publisher.clone()
+    pub fn producer(&self) -> Producer {
+        self.producer.clone()
     }
 }
 
@@ -49,8 +49,8 @@ impl Broker for KafkaBroker {
                 .payload(event.payload)
                 .headers(super::record_headers(&event.headers));
             // The delivery is bounded by the producer's `message.timeout.ms` (a third of the
-            // lease); a producer the broker rejects is replaced by the publisher.
-            self.publisher
+            // lease); a producer the broker rejects is replaced by the producer.
+            self.producer
                 .send(record, Duration::from_secs(5))
                 .await
                 .map_err(|error| classify(&error))

@@ -26,7 +26,7 @@ use super::{
     assignment::GroupConsumer,
     consumer_config, ensure_topics,
     worker::{PartitionWorker, WorkerEnd, PARTITION_QUEUE},
-    Assignment, KafkaConfig, Publisher, Rebalances,
+    Assignment, KafkaConfig, Producer, Rebalances,
 };
 use crate::{backoff::Backoff, consume::panic_message, handler::EventHandler};
 
@@ -118,7 +118,7 @@ async fn consume<H: EventHandler>(
     let worker = Arc::new(PartitionWorker {
         consumer: consumer.clone(),
         handler: handler.clone(),
-        dead_letters: Publisher::new(super::producer_config(&settings.kafka))?,
+        dead_letters: Producer::new(super::producer_config(&settings.kafka))?,
         dead_letter_topic,
         group: group_id.clone(),
     });

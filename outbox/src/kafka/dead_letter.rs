@@ -10,7 +10,7 @@ use rdkafka::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::Publisher;
+use super::Producer;
 use crate::{
     backoff::Backoff,
     consume::{dead_lettering, Incoming},
@@ -29,7 +29,7 @@ pub(super) enum DeadLetter {
 
 /// Copies the message, with the reason and its origin in headers, to the dead-letter topic.
 pub(super) async fn dead_letter(
-    publisher: &Publisher,
+    producer: &Producer,
     topic: &str,
     group: &str,
     message: &OwnedMessage,
@@ -78,7 +78,7 @@ pub(super) async fn dead_letter(
             // Stop waiting: the copy may still arrive, and the message then comes again and
             // is copied twice, which a dead-letter topic allows (at least once).
             _ = stop.cancelled() => return DeadLetter::Interrupted,
-            sent = publisher.send(record, Duration::from_secs(10)) => sent,
+            sent = producer.send(record, Duration::from_secs(10)) => sent,
         };
         match sent {
             Ok(()) => return DeadLetter::Copied,

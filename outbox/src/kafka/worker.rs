@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     assignment::GroupConsumer,
     dead_letter::{dead_letter, DeadLetter},
-    Publisher,
+    Producer,
 };
 use crate::{
     consume::{handle, Handling, Incoming, Origin},
@@ -35,7 +35,7 @@ pub(super) enum WorkerEnd {
 pub(super) struct PartitionWorker<H> {
     pub(super) consumer: Arc<GroupConsumer>,
     pub(super) handler: Arc<H>,
-    pub(super) dead_letters: Publisher,
+    pub(super) dead_letters: Producer,
     pub(super) dead_letter_topic: String,
     pub(super) group: String,
 }

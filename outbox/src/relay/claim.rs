@@ -61,14 +61,14 @@ impl Relay {
             return Ok(None);
         };
         let missing: HashSet<String> = claim
-            .topics(&self.publishing.names)
-            .filter(|topic| !self.publishing.topics.is_known(topic))
+            .topics(&self.outlet.names)
+            .filter(|topic| !self.outlet.topics.is_known(topic))
             .collect();
         if missing.is_empty() {
             return Ok(Some(claim));
         }
         drop(claim);
-        let failed = self.publishing.create_topics(missing).await;
+        let failed = self.outlet.create_topics(missing).await;
         let Some(mut claim) = self.claim_rows().await? else {
             return Ok(None);
         };

@@ -1,4 +1,5 @@
-//! Holding the relay by hand: an operator's pause, and the walkthrough's way to show an outbox
+//! Holding the relay by hand: an operator's hold (not to be mistaken for the pause of a broker
+//! outage, `outage.rs`), and the walkthrough's way to show an outbox
 //! row before the relay marks it.
 //!
 //! While a relay is held, the services go on committing and their events wait in the outbox
@@ -6,9 +7,9 @@
 //! order. Holding is per process (every database this process relays): with several relay
 //! instances, hold each, or the others go on claiming.
 //!
-//! [`Hold::pause`] returns once no batch is in flight, so an event committed after it returns
-//! is not published until [`Hold::resume`]: every claim of the relay's loop ([`super::Relay::run`])
-//! takes a read permit and checks the switch under it, and the pause takes the write lock once,
+//! [`Hold::hold`] returns once no batch is in flight, so an event committed after it returns
+//! is not published until [`Hold::release`]: every claim of the relay's loop ([`super::Relay::run`])
+//! takes a read permit and checks the switch under it, and the hold takes the write lock once,
 //! after turning the switch. [`super::Relay::relay_batch`], the single step tests drive by hand,
 //! does not look at the switch.
 
@@ -24,11 +25,11 @@ use tokio_util::sync::CancellationToken;
 #[serde(rename_all = "snake_case")]
 pub enum Switch {
     Relaying,
-    /// Held by an operator: events wait in the outbox until it is resumed.
+    /// Held by an operator: events wait in the outbox until it is released.
     Held,
 }
 
-/// The process's switch; shared by every claim loop through [`super::Publishing`].
+/// The process's switch; shared by every claim loop through [`super::Outlet`].
 #[derive(Clone)]
 pub struct Hold {
     switch: Arc<watch::Sender<Switch>>,
@@ -51,7 +52,7 @@ impl Hold {
     }
 
     /// Holds the relay; returns when no batch is in flight any more. Answers the state it was in.
-    pub async fn pause(&self) -> Switch {
+    pub async fn hold(&self) -> Switch {
         let was = self.switch.send_replace(Switch::Held);
         metrics::gauge!("outbox_relay_held").set(1.0);
         // Batches that passed the switch before it turned hold read permits; wait them out.
@@ -63,11 +64,11 @@ impl Hold {
     }
 
     /// Lets the relay claim again. Answers the state it was in.
-    pub fn resume(&self) -> Switch {
+    pub fn release(&self) -> Switch {
         let was = self.switch.send_replace(Switch::Relaying);
         metrics::gauge!("outbox_relay_held").set(0.0);
         if was == Switch::Held {
-            tracing::info!("relay resumed");
+            tracing::info!("relay released");
         }
         was
     }
@@ -100,19 +101,19 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_pause_waits_for_the_batch_in_flight_and_holds_the_next() {
+    async fn a_hold_waits_for_the_batch_in_flight_and_holds_the_next() {
         let hold = Hold::default();
         let shutdown = CancellationToken::new();
         let batch = hold.permit(&shutdown).await.expect("relaying");
 
         let pausing = tokio::spawn({
             let hold = hold.clone();
-            async move { hold.pause().await }
+            async move { hold.hold().await }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(
             !pausing.is_finished(),
-            "pause returned while a batch was in flight"
+            "hold returned while a batch was in flight"
         );
         drop(batch);
         assert_eq!(pausing.await.unwrap(), Switch::Relaying);
@@ -125,14 +126,14 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!next.is_finished(), "a held relay started a batch");
-        assert_eq!(hold.resume(), Switch::Held);
-        assert!(next.await.unwrap(), "resumed relay got no permit");
+        assert_eq!(hold.release(), Switch::Held);
+        assert!(next.await.unwrap(), "released relay got no permit");
     }
 
     #[tokio::test]
     async fn shutdown_ends_the_wait_of_a_held_relay() {
         let hold = Hold::default();
-        hold.pause().await;
+        hold.hold().await;
         let shutdown = CancellationToken::new();
         shutdown.cancel();
         assert!(hold.permit(&shutdown).await.is_none());

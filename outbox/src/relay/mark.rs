@@ -8,18 +8,14 @@ use uuid::Uuid;
 
 use super::{
     claim::{Claim, OutboxRow},
-    publish::Published,
+    publish::Sends,
     BatchReport, Fault, Relay, RelayError, RelaySettings, SendError,
 };
 
 impl Relay {
     /// Step 4: records what happened, in the transaction that holds the claim, and commits.
     #[doc(hidden)] // A test hook: the steps one by one, to crash between them.
-    pub async fn mark(
-        &self,
-        claim: Claim,
-        published: Published,
-    ) -> Result<BatchReport, RelayError> {
+    pub async fn mark(&self, claim: Claim, published: Sends) -> Result<BatchReport, RelayError> {
         let Claim {
             mut tx,
             chains,
@@ -106,10 +102,10 @@ impl Relay {
         metrics::counter!("outbox_publish_failures_total", "database" => self.name.clone())
             .increment(failed as u64);
         let pause = match outage {
-            Some(error) => Some(self.publishing.outage.failed(&error.reason)),
+            Some(error) => Some(self.outlet.outage.failed(&error.reason)),
             None => {
                 if !acked.is_empty() {
-                    self.publishing.outage.acknowledged();
+                    self.outlet.outage.acknowledged();
                 }
                 None
             }

@@ -17,7 +17,7 @@ use crate::envelope::EventHeaders;
 
 /// What the broker acknowledged of a claim.
 #[doc(hidden)]
-pub struct Published(pub(super) Vec<ChainOutcome>);
+pub struct Sends(pub(super) Vec<ChainOutcome>);
 
 #[derive(Default)]
 pub(super) struct ChainOutcome {
@@ -33,20 +33,20 @@ impl Relay {
     /// Step 3: publishes the claimed chains, aggregates concurrently, each aggregate's rows
     /// strictly one after another, until the batch's deadline. Marks nothing.
     #[doc(hidden)] // A test hook: the steps one by one, to crash between them.
-    pub async fn publish_claimed(&self, claim: &Claim) -> Published {
+    pub async fn publish(&self, claim: &Claim) -> Sends {
         let deadline = claim.started + self.settings.batch_deadline();
-        Published(
+        Sends(
             join_all(
                 claim
                     .chains
                     .iter()
-                    .map(|chain| self.publish_chain(chain, &claim.topic_failures, deadline)),
+                    .map(|chain| self.send_chain(chain, &claim.topic_failures, deadline)),
             )
             .await,
         )
     }
 
-    async fn publish_chain(
+    async fn send_chain(
         &self,
         chain: &[OutboxRow],
         topic_failures: &HashMap<String, SendError>,
@@ -56,20 +56,20 @@ impl Relay {
         let Some(first) = chain.first() else {
             return outcome;
         };
-        let topic = self.publishing.names.topic_for(&first.aggregatetype);
+        let topic = self.outlet.names.topic_for(&first.aggregatetype);
         if let Some(error) = topic_failures.get(&topic) {
             outcome.failed = Some((first.id, error.clone()));
             outcome.held_back = chain.len() - 1;
             return outcome;
         }
-        if !self.publishing.topics.is_known(&topic) {
+        if !self.outlet.topics.is_known(&topic) {
             // A new aggregate type committed between the topic creation and the second claim:
             // the next batch creates its topic.
             outcome.held_back = chain.len();
             return outcome;
         }
         for (i, row) in chain.iter().enumerate() {
-            let sent = tokio::time::timeout_at(deadline, self.publish(&topic, row)).await;
+            let sent = tokio::time::timeout_at(deadline, self.send_row(&topic, row)).await;
             match sent {
                 Ok(Ok(())) => {
                     // Commit (well, insert) to broker acknowledgement.
@@ -99,7 +99,7 @@ impl Relay {
     }
 
     /// Sends one row and waits for the broker's acknowledgement.
-    async fn publish(&self, topic: &str, row: &OutboxRow) -> Result<(), SendError> {
+    async fn send_row(&self, topic: &str, row: &OutboxRow) -> Result<(), SendError> {
         let (id, version) = (row.id.to_string(), row.schema_version.to_string());
         let headers = EventHeaders {
             id: &id,
@@ -109,7 +109,7 @@ impl Relay {
             schema_version: &version,
             traceparent: row.tracingspancontext.as_deref(),
         };
-        self.publishing
+        self.outlet
             .broker
             .send(Outgoing {
                 topic,

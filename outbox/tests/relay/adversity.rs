@@ -85,14 +85,14 @@ async fn a_broker_outage_longer_than_every_attempt_pauses_the_relay_and_parks_no
     let faulty = Faulty::kafka(&kafka);
     let down = unreachable_broker(&kafka, settings.send_timeout());
     faulty.on_send(move |_| Some(Injected::Through(down.clone())));
-    let publishing = faulty.publishing(&kafka);
+    let outlet = faulty.outlet(&kafka);
     let aggregates = 5;
     for n in 1..=3 {
         for a in 0..aggregates {
             write(&pool, &format!("agg-{a}"), n, 0).await;
         }
     }
-    let relay = Relay::new("test".into(), pool.clone(), settings, publishing.clone());
+    let relay = Relay::new("test".into(), pool.clone(), settings, outlet.clone());
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(relay.run(shutdown.clone()));
 
@@ -103,9 +103,9 @@ async fn a_broker_outage_longer_than_every_attempt_pauses_the_relay_and_parks_no
     }
     tokio::time::sleep(outage / 2).await;
     assert!(
-        matches!(publishing.outage.state(), PublishingState::Paused { .. }),
+        matches!(outlet.outage.state(), PublishingState::Paused { .. }),
         "the outage is visible: {:?}",
-        publishing.outage.state()
+        outlet.outage.state()
     );
     assert_eq!(
         parked_and_attempts(&pool).await,
@@ -125,7 +125,7 @@ async fn a_broker_outage_longer_than_every_attempt_pauses_the_relay_and_parks_no
     for (key, ns) in per_key(&messages) {
         assert_eq!(ns, [1, 2, 3, 4], "order of {key}");
     }
-    assert_eq!(publishing.outage.state(), PublishingState::Publishing);
+    assert_eq!(outlet.outage.state(), PublishingState::Publishing);
     shutdown.cancel();
     running.await.unwrap();
 }
@@ -231,7 +231,7 @@ async fn a_slow_broker_ends_the_batch_at_its_deadline_and_the_marks_commit() {
         "test".into(),
         pool.clone(),
         settings.clone(),
-        faulty.publishing(&kafka),
+        faulty.outlet(&kafka),
     );
 
     let started = Instant::now();
@@ -309,12 +309,7 @@ async fn a_topic_that_cannot_be_created_parks_its_events_and_holds_up_no_other_t
     ring(&pool, "x", 1).await;
     write(&pool, "a", 2, 0).await;
     ring(&pool, "x", 2).await;
-    let relay = Relay::new(
-        "test".into(),
-        pool.clone(),
-        settings,
-        faulty.publishing(&kafka),
-    );
+    let relay = Relay::new("test".into(), pool.clone(), settings, faulty.outlet(&kafka));
 
     let first = relay
         .relay_batch()
@@ -360,12 +355,7 @@ async fn creating_a_topic_slower_than_the_lease_does_not_hold_the_claim() {
     faulty.on_create_topic(move |_| Some(Injected::Delay(slow)));
     write(&pool, "a", 1, 0).await;
     ring(&pool, "x", 1).await;
-    let relay = Relay::new(
-        "test".into(),
-        pool.clone(),
-        settings,
-        faulty.publishing(&kafka),
-    );
+    let relay = Relay::new("test".into(), pool.clone(), settings, faulty.outlet(&kafka));
 
     let report = relay
         .relay_batch()

@@ -12,7 +12,7 @@ use std::{
 use futures::{future::BoxFuture, FutureExt};
 use outbox::{
     kafka::{KafkaBroker, KafkaConfig},
-    relay::{Broker, Outgoing, Publishing, SendError},
+    relay::{Broker, Outgoing, Outlet, SendError},
 };
 
 /// What happens to one send instead of (or before) reaching the real broker.
@@ -66,8 +66,8 @@ impl Faulty {
         *self.topics.lock().unwrap() = None;
     }
 
-    pub fn publishing(self: &Arc<Self>, kafka: &KafkaConfig) -> Publishing {
-        Publishing::new(self.clone(), kafka.topics())
+    pub fn outlet(self: &Arc<Self>, kafka: &KafkaConfig) -> Outlet {
+        Outlet::new(self.clone(), kafka.topics())
     }
 }
 
@@ -133,8 +133,8 @@ pub fn kafka_broker(kafka: &KafkaConfig) -> KafkaBroker {
 pub fn kafka_broker_timing_out_after(kafka: &KafkaConfig, timeout: Duration) -> KafkaBroker {
     let mut config = outbox::kafka::producer_config(kafka);
     config.set("message.timeout.ms", timeout.as_millis().to_string());
-    let publisher = outbox::kafka::Publisher::new(config).expect("a producer");
-    KafkaBroker::new(publisher, kafka.clone())
+    let producer = outbox::kafka::Producer::new(config).expect("a producer");
+    KafkaBroker::new(producer, kafka.clone())
 }
 
 /// A real Kafka client pointed at a port where no broker listens: every send fails as it

@@ -6,7 +6,7 @@ use contracts::DomainEvent;
 use outbox::kafka::KafkaConfig;
 use outbox::{
     relay::RelaySettings,
-    relay::{BatchReport, Publishing, Relay},
+    relay::{BatchReport, Outlet, Relay},
 };
 use rdkafka::Message;
 use serde::{Deserialize, Serialize};
@@ -65,7 +65,7 @@ pub(crate) fn relay_with(pool: &PgPool, kafka: &KafkaConfig, settings: RelaySett
         "test".into(),
         pool.clone(),
         settings,
-        Publishing::new(
+        Outlet::new(
             std::sync::Arc::new(crate::faults::kafka_broker(kafka)),
             kafka.topics(),
         ),
@@ -302,7 +302,7 @@ async fn a_stale_lease_is_taken_over_and_the_hung_relay_cannot_mark() {
     assert_eq!(unpublished(&pool).await, 0);
 
     // The hung instance wakes up: it may publish again (at least once), but it cannot mark.
-    let published = hung.publish_claimed(&claim).await;
+    let published = hung.publish(&claim).await;
     assert!(hung.mark(claim, published).await.is_err());
 }
 

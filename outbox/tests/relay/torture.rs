@@ -212,7 +212,7 @@ async fn round(seed: u64, writing: Duration) -> Counts {
         async move {
             // As the relay's own pool: the lease is the claim's idle-in-transaction timeout.
             let pool = outbox::db::connect_lazy(&url, 8, settings.lease).expect("relay pool");
-            let relay = Relay::new("torture".into(), pool, settings, faulty.publishing(&kafka));
+            let relay = Relay::new("torture".into(), pool, settings, faulty.outlet(&kafka));
             let shutdown = CancellationToken::new();
             (shutdown.clone(), tokio::spawn(relay.run(shutdown)))
         }

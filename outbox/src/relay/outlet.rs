@@ -31,7 +31,7 @@ impl Topics {
 /// What every database's relay in a process shares: the broker, the topics created so far,
 /// whether the broker is away, and whether an operator holds the relay.
 #[derive(Clone)]
-pub struct Publishing {
+pub struct Outlet {
     pub broker: Arc<dyn Broker>,
     pub names: TopicNames,
     pub topics: Arc<Topics>,
@@ -39,7 +39,7 @@ pub struct Publishing {
     pub hold: Hold,
 }
 
-impl Publishing {
+impl Outlet {
     pub fn new(broker: Arc<dyn Broker>, names: TopicNames) -> Self {
         Self {
             broker,

@@ -7,7 +7,7 @@
 //! (KIP-360). Apache Kafka accepts that; the local broker (nisshi 0.6) does not, and answers
 //! every later batch of that producer with an error, for good (seen in the failure lab's broker
 //! freeze). A producer in librdkafka's fatal state is as stuck. So when a send fails because
-//! the broker rejected the producer's identity, [`Publisher::send`] starts a new producer,
+//! the broker rejected the producer's identity, [`Producer::send`] starts a new producer,
 //! which asks the broker for a new id. Order per aggregate is not at stake: the relay never
 //! has two events of one aggregate in flight, and the failed send is retried like any other
 //! failure.
@@ -26,7 +26,7 @@ use rdkafka::{
 
 /// Hands out the current producer; replaces it when it is found broken.
 #[derive(Clone)]
-pub struct Publisher {
+pub struct Producer {
     config: ClientConfig,
     current: Arc<Mutex<Generation>>,
 }
@@ -39,7 +39,7 @@ pub struct Generation {
     pub producer: FutureProducer,
 }
 
-impl Publisher {
+impl Producer {
     pub fn new(config: ClientConfig) -> Result<Self, KafkaError> {
         let producer = config.create()?;
         Ok(Self {
@@ -52,7 +52,7 @@ impl Publisher {
     }
 
     /// The current producer, for what is not a send (a health check, a flush at shutdown).
-    pub fn producer(&self) -> Generation {
+    pub fn current(&self) -> Generation {
         self.lock().clone()
     }
 
@@ -60,7 +60,7 @@ impl Publisher {
     /// `timeout`; at shutdown, after the relay's last marks committed.
     pub async fn flush(&self, timeout: Duration) {
         use rdkafka::producer::Producer as _;
-        let producer = self.producer().producer;
+        let producer = self.current().producer;
         let flushed = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
         if !matches!(flushed, Ok(Ok(()))) {
             tracing::warn!("producer flush did not complete");
@@ -80,7 +80,7 @@ impl Publisher {
         K: ToBytes + ?Sized,
         P: ToBytes + ?Sized,
     {
-        let sender = self.producer();
+        let sender = self.current();
         match sender.producer.send(record, queue_timeout).await {
             Ok(_) => Ok(()),
             Err((error, _)) => {
@@ -167,14 +167,14 @@ mod tests {
     fn a_broken_producer_is_replaced_once() {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", "127.0.0.1:1");
-        let publisher = Publisher::new(config).expect("a producer needs no connection to exist");
-        let first = publisher.producer();
+        let producer = Producer::new(config).expect("a producer needs no connection to exist");
+        let first = producer.current();
         let error = KafkaError::MessageProduction(RDKafkaErrorCode::Unknown);
-        publisher.replace(&first, &error);
-        let second = publisher.producer();
+        producer.replace(&first, &error);
+        let second = producer.current();
         assert_eq!(second.generation, 1);
         // A second sender that saw the first producer fail changes nothing more.
-        publisher.replace(&first, &error);
-        assert_eq!(publisher.producer().generation, 1);
+        producer.replace(&first, &error);
+        assert_eq!(producer.current().generation, 1);
     }
 }
