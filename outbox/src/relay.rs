@@ -91,11 +91,13 @@
 //! small batches (`for update skip locked`, short transactions), so it never blocks inserts.
 //!
 //! # Layout
-//! One file per step: `claim.rs` (steps 1 and 2), `publish.rs` (3), `mark.rs` (4), then
-//! `retention.rs` and `stats.rs`. The relay reads its events through the claim and writes
-//! their fate through the mark: that pair is the event source, today the `outbox` table.
-//! It sends through [`Broker`], which adapters implement (`kafka::KafkaBroker`,
-//! `nats::NatsBroker`); this module names none of them. [`Outlet`] is what every
+//! The relay has two seams. It reads its events from a [`Source`], which claims them and
+//! records their fate: [`OutboxTable`] (`table.rs`) is steps 1 and 2 above and the writes of
+//! step 4, on the `outbox` table; a source that tails the WAL is another one. It sends
+//! through a [`Broker`], which adapters implement (`kafka::KafkaBroker`, `nats::NatsBroker`);
+//! this module names none of them. The rest is the core, the same for every source and
+//! broker, one file per step: `claim.rs` (topics before the sends), `publish.rs` (3),
+//! `mark.rs` (what 4 records), then `retention.rs` and `stats.rs`. [`Outlet`] is what every
 //! database's relay in a process shares.
 
 use std::time::Duration;
@@ -116,7 +118,9 @@ mod outlet;
 mod publish;
 mod retention;
 mod settings;
+mod source;
 mod stats;
+mod table;
 mod wake;
 
 pub use broker::{Broker, Fault, Outgoing, SendError};
@@ -126,13 +130,18 @@ pub use outage::{Outage, PublishingState};
 pub use outlet::{Outlet, Topics};
 pub use publish::Sends;
 pub use settings::RelaySettings;
+pub use source::{AfterFailure, Batch, Failure, Marks, PendingEvent, Source};
 pub use stats::Stats;
+pub use table::OutboxTable;
 use wake::{Flow, Outcome, Pace};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// A [`Source`] that reads its events some other way than through sqlx failed.
+    #[error("event source: {0}")]
+    Source(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// What one batch did.
@@ -169,11 +178,15 @@ impl Running {
     }
 }
 
-/// Relays one database's outbox.
+/// Relays one database's outbox: claims its events from a [`Source`] (by default the
+/// `outbox` table, polled) and publishes them through the [`Outlet`]'s broker.
 #[derive(Clone)]
-pub struct Relay {
+pub struct Relay<S = OutboxTable> {
     pub name: String,
+    /// The database's pool, for what the relay does with the table whatever the source:
+    /// retention, the gauges and the wake-up `LISTEN`.
     pool: PgPool,
+    source: S,
     settings: RelaySettings,
     outlet: Outlet,
     /// Shared by this database's claim loops (see `wake`).
@@ -181,14 +194,10 @@ pub struct Relay {
 }
 
 impl Relay {
+    /// A relay that polls the `outbox` table of `pool`'s database ([`OutboxTable`]).
     pub fn new(name: String, pool: PgPool, settings: RelaySettings, outlet: Outlet) -> Self {
-        Self {
-            name,
-            pool,
-            settings,
-            outlet,
-            flow: Flow::default(),
-        }
+        let table = OutboxTable::new(pool.clone());
+        Self::with_source(name, pool, table, settings, outlet)
     }
 
     /// A relay for the database at `url`, named `name` in logs, metrics and the admin API,
@@ -205,6 +214,26 @@ impl Relay {
         let connections = u32::try_from(settings.pipeline * 2 + 2).unwrap_or(u32::MAX);
         let pool = crate::db::connect_lazy(url, connections, settings.lease)?;
         Ok(Self::new(name.into(), pool, settings, outlet))
+    }
+}
+
+impl<S: Source> Relay<S> {
+    /// A relay that claims its events from `source`; `pool` is the same database's.
+    pub fn with_source(
+        name: String,
+        pool: PgPool,
+        source: S,
+        settings: RelaySettings,
+        outlet: Outlet,
+    ) -> Self {
+        Self {
+            name,
+            pool,
+            source,
+            settings,
+            outlet,
+            flow: Flow::default(),
+        }
     }
 
     pub fn pool(&self) -> &PgPool {

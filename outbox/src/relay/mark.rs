@@ -1,29 +1,29 @@
-//! Step 4 of a batch: record what the broker acknowledged, refused or left unanswered, in the
-//! transaction that holds the claim, and commit. A failure counts an attempt and backs off;
-//! an outage counts none and pauses the relay.
+//! Step 4 of a batch: decide what the broker's answers mean, and have the [`Source`] record
+//! it. A failure counts an attempt and backs off, and the last one parks; an outage counts
+//! none and pauses the relay.
 
 use std::{collections::HashMap, time::Duration};
 
 use uuid::Uuid;
 
 use super::{
-    claim::{Claim, OutboxRow},
-    publish::Sends,
-    BatchReport, Fault, Relay, RelayError, RelaySettings, SendError,
+    claim::Claim, publish::Sends, AfterFailure, BatchReport, Failure, Fault, Marks, PendingEvent,
+    Relay, RelayError, RelaySettings, SendError, Source,
 };
 
-impl Relay {
-    /// Step 4: records what happened, in the transaction that holds the claim, and commits.
+impl<S: Source> Relay<S> {
+    /// Step 4: records what happened through the source, which releases the claim.
     #[doc(hidden)] // A test hook: the steps one by one, to crash between them.
-    pub async fn mark(&self, claim: Claim, published: Sends) -> Result<BatchReport, RelayError> {
-        let Claim {
-            mut tx,
-            chains,
-            claimed,
-            mut deferred,
-            ..
-        } = claim;
-        let rows: HashMap<Uuid, &OutboxRow> = chains.iter().flatten().map(|r| (r.id, r)).collect();
+    pub async fn mark(
+        &self,
+        claim: Claim<S::Held>,
+        published: Sends,
+    ) -> Result<BatchReport, RelayError> {
+        let claimed = claim.claimed();
+        let Claim { batch, .. } = claim;
+        let mut deferred = batch.deferred;
+        let events: HashMap<Uuid, &PendingEvent> =
+            batch.chains.iter().flatten().map(|e| (e.id, e)).collect();
         let acked: Vec<Uuid> = published
             .0
             .iter()
@@ -32,14 +32,16 @@ impl Relay {
         // A send still unanswered at the deadline is the event's problem when the broker
         // answered others meanwhile; when it answered none, the broker is what is silent.
         let silent = acked.is_empty();
-        let mut failed = 0;
+        let mut failures = Vec::new();
         let mut outage: Option<SendError> = None;
         for outcome in published.0 {
             deferred += outcome.held_back;
             let Some((id, error)) = outcome.failed else {
                 continue;
             };
-            let Some(row) = rows.get(&id) else { continue };
+            let Some(event) = events.get(&id) else {
+                continue;
+            };
             if error.fault == Fault::Outage || (outcome.past_deadline && silent) {
                 // Not the event's fault: it keeps its attempts and goes first once the broker
                 // is back.
@@ -47,55 +49,18 @@ impl Relay {
                 outage.get_or_insert(error);
                 continue;
             }
-            failed += 1;
-            let attempts = row.attempts + 1;
-            let park = attempts >= self.settings.max_attempts;
-            let delay = retry_delay(&self.settings, row.attempts);
-            if park {
-                metrics::counter!("outbox_parked_total", "database" => self.name.clone())
-                    .increment(1);
-                tracing::error!(
-                    database = %self.name, id = %row.id, r#type = %row.event_type,
-                    aggregateid = %row.aggregateid, attempts, %error,
-                    "event parked after too many failed attempts; its aggregate waits for an operator"
-                );
-            } else {
-                tracing::warn!(
-                    database = %self.name, id = %row.id, r#type = %row.event_type,
-                    aggregateid = %row.aggregateid, attempts, %error, ?delay,
-                    "publish failed; the aggregate's later events wait behind it"
-                );
-            }
-            sqlx::query(
-                "update outbox
-                 set attempts = attempts + 1, last_error = $2,
-                     -- From now, not from the claim's start (now()), which may be most of
-                     -- a batch deadline ago.
-                     next_attempt_at = clock_timestamp() + make_interval(secs => $3),
-                     parked_at = case when $4 then now() end
-                 where id = $1",
-            )
-            .bind(id)
-            .bind(&error.reason)
-            .bind(delay.as_secs_f64())
-            .bind(park)
-            .execute(&mut *tx)
-            .await?;
+            failures.push(self.failure(event, error));
         }
-        if !acked.is_empty() {
-            // clock_timestamp(), not now(): the claim transaction started before the sends, and
-            // `published_at - created_at` should say how long an event waited for the relay.
-            sqlx::query(
-                "update outbox
-                 set published_at = clock_timestamp(), attempts = attempts + 1, last_error = null,
-                     next_attempt_at = null
-                 where id = any($1)",
+        let failed = failures.len();
+        self.source
+            .mark(
+                batch.held,
+                Marks {
+                    published: acked.clone(),
+                    failed: failures,
+                },
             )
-            .bind(&acked)
-            .execute(&mut *tx)
             .await?;
-        }
-        tx.commit().await?;
 
         metrics::counter!("outbox_published_total", "database" => self.name.clone())
             .increment(acked.len() as u64);
@@ -117,6 +82,37 @@ impl Relay {
             deferred,
             pause,
         })
+    }
+
+    /// A failed attempt of `event`: its backoff, and whether it was the last.
+    fn failure(&self, event: &PendingEvent, error: SendError) -> Failure {
+        let attempts = event.attempts + 1;
+        let then = if attempts >= self.settings.max_attempts {
+            AfterFailure::Park
+        } else {
+            AfterFailure::Retry
+        };
+        let retry_in = retry_delay(&self.settings, event.attempts);
+        if then == AfterFailure::Park {
+            metrics::counter!("outbox_parked_total", "database" => self.name.clone()).increment(1);
+            tracing::error!(
+                database = %self.name, id = %event.id, r#type = %event.event_type,
+                aggregateid = %event.aggregateid, attempts, %error,
+                "event parked after too many failed attempts; its aggregate waits for an operator"
+            );
+        } else {
+            tracing::warn!(
+                database = %self.name, id = %event.id, r#type = %event.event_type,
+                aggregateid = %event.aggregateid, attempts, %error, delay = ?retry_in,
+                "publish failed; the aggregate's later events wait behind it"
+            );
+        }
+        Failure {
+            id: event.id,
+            reason: error.reason,
+            retry_in,
+            then,
+        }
     }
 }
 

@@ -9,10 +9,7 @@ use futures::future::join_all;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::{
-    claim::{Claim, OutboxRow},
-    Outgoing, Relay, SendError,
-};
+use super::{claim::Claim, Outgoing, PendingEvent, Relay, SendError, Source};
 use crate::envelope::EventHeaders;
 
 /// What the broker acknowledged of a claim.
@@ -29,15 +26,16 @@ pub(super) struct ChainOutcome {
     pub(super) past_deadline: bool,
 }
 
-impl Relay {
+impl<S: Source> Relay<S> {
     /// Step 3: publishes the claimed chains, aggregates concurrently, each aggregate's rows
     /// strictly one after another, until the batch's deadline. Marks nothing.
     #[doc(hidden)] // A test hook: the steps one by one, to crash between them.
-    pub async fn publish(&self, claim: &Claim) -> Sends {
+    pub async fn publish(&self, claim: &Claim<S::Held>) -> Sends {
         let deadline = claim.started + self.settings.batch_deadline();
         Sends(
             join_all(
                 claim
+                    .batch
                     .chains
                     .iter()
                     .map(|chain| self.send_chain(chain, &claim.topic_failures, deadline)),
@@ -48,7 +46,7 @@ impl Relay {
 
     async fn send_chain(
         &self,
-        chain: &[OutboxRow],
+        chain: &[PendingEvent],
         topic_failures: &HashMap<String, SendError>,
         deadline: Instant,
     ) -> ChainOutcome {
@@ -99,7 +97,7 @@ impl Relay {
     }
 
     /// Sends one row and waits for the broker's acknowledgement.
-    async fn send_row(&self, topic: &str, row: &OutboxRow) -> Result<(), SendError> {
+    async fn send_row(&self, topic: &str, row: &PendingEvent) -> Result<(), SendError> {
         let (id, version) = (row.id.to_string(), row.schema_version.to_string());
         let headers = EventHeaders {
             id: &id,

@@ -3,9 +3,9 @@
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Relay, RelayError};
+use super::{Relay, RelayError, Source};
 
-impl Relay {
+impl<S: Source> Relay<S> {
     /// Deletes published and skipped rows older than the retention, `retention_batch` rows
     /// per short transaction, until none is left. Returns how many it deleted.
     pub async fn delete_expired(&self) -> Result<u64, RelayError> {

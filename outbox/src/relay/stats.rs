@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Relay, RelayError};
+use super::{Relay, RelayError, Source};
 
 /// Pending work of one database, as the status page and the gauges show it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
@@ -17,7 +17,7 @@ pub struct Stats {
     pub published_per_second: f64,
 }
 
-impl Relay {
+impl<S: Source> Relay<S> {
     /// Counts for the status page and the gauges.
     pub async fn stats(&self) -> Result<Stats, RelayError> {
         let (pending, parked, oldest, recent): (i64, i64, Option<f64>, i64) = sqlx::query_as(

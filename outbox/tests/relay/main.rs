@@ -1,7 +1,9 @@
 //! The relay against real PostgreSQL and Kafka: batches, order per aggregate, several
-//! instances, broker outages and faults injected at the broker seam, and the torture test.
+//! instances, broker outages, faults injected at the broker and source seams, and the torture
+//! test.
 
 mod adversity;
 mod faults;
 mod relay;
+mod source;
 mod torture;
