@@ -7,21 +7,15 @@
 //! outage, parking. Its metrics (`outbox_*`) are on this service's `/metrics`. It publishes
 //! this service's own database only; inventory's outbox still needs a relay of its own.
 
-use std::sync::Arc;
-
 use outbox::{
-    kafka::{KafkaBroker, KafkaConfig, Producer},
-    relay::{Outlet, Relay, RelaySettings},
+    kafka::KafkaConfig,
+    relay::{RelaySettings, Relays},
 };
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
-/// How long the producer may take at shutdown to hand over what it still has queued.
-const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
 pub struct EmbeddedRelay {
-    relay: Relay,
-    producer: Producer,
+    relays: Relays,
 }
 
 impl EmbeddedRelay {
@@ -31,17 +25,13 @@ impl EmbeddedRelay {
         kafka: &KafkaConfig,
         settings: RelaySettings,
     ) -> Result<Self, service_kit::StartupError> {
-        let broker = KafkaBroker::connect(kafka, &settings)?;
-        let producer = broker.producer();
-        let outlet = Outlet::new(Arc::new(broker), kafka.topics());
-        let relay = Relay::connect("orders", url, settings, outlet)?;
-        Ok(Self { relay, producer })
+        let relays = kafka.relays(settings)?.database("orders", url)?;
+        Ok(Self { relays })
     }
 
     /// Relays until `shutdown`, then finishes the batch in hand and flushes the producer.
     pub async fn run(self, shutdown: CancellationToken) {
         tracing::info!("relay embedded: this process publishes its own outbox");
-        self.relay.start(&shutdown).stopped().await;
-        self.producer.flush(FLUSH_TIMEOUT).await;
+        self.relays.start(&shutdown).stopped().await;
     }
 }

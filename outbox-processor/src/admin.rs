@@ -165,6 +165,7 @@ impl ParkedFilter {
     fn relays<'a>(&self, state: &'a AppState) -> Result<Vec<&'a Relay>, Problem> {
         let relays: Vec<_> = state
             .relays
+            .databases()
             .iter()
             .filter(|r| self.database.as_ref().is_none_or(|d| *d == r.name))
             .collect();
@@ -310,6 +311,7 @@ pub async fn skip_event(
 fn pool_of<'a>(state: &'a AppState, database: &str) -> Result<&'a PgPool, Problem> {
     state
         .relays
+        .databases()
         .iter()
         .find(|r| r.name == database)
         .map(|r| r.pool())

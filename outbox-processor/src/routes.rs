@@ -51,7 +51,7 @@ impl Modify for BearerAuth {
               (status = 503, body = Unready, content_type = "application/problem+json")))]
 async fn ready(State(state): State<AppState>) -> Readiness {
     let mut checks = Checks::new();
-    for relay in state.relays.iter() {
+    for relay in state.relays.databases().iter() {
         checks = checks.require(
             &format!("postgres:{}", relay.name),
             health::postgres(relay.pool()),

@@ -1,11 +1,6 @@
 //! Wiring: one producer for the process, one relay loop per source database, one HTTP port.
 
-use std::sync::Arc;
-
-use outbox::{
-    kafka::KafkaBroker,
-    relay::{Outlet, Relay},
-};
+use outbox::{kafka::KafkaBroker, relay::Relays};
 use service_kit::{http::Server, StartupError};
 use tokio_util::sync::CancellationToken;
 
@@ -20,27 +15,18 @@ impl Application {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         let broker = KafkaBroker::connect(&config.kafka, &config.relay)?;
         let producer = broker.producer();
-        let outlet = Outlet::new(Arc::new(broker), config.kafka.topics());
-        let relays = config
-            .databases
-            .into_iter()
-            .map(|source| {
-                Relay::connect(
-                    source.name,
-                    &source.url,
-                    config.relay.clone(),
-                    outlet.clone(),
-                )
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut relays = Relays::new(broker, config.kafka.topics(), config.relay);
+        for source in config.databases {
+            relays = relays.database(source.name, &source.url)?;
+        }
         let server = Server::bind(&config.http).await?;
         Ok(Self {
             server,
             state: AppState {
-                relays: Arc::new(relays),
+                outage: relays.outlet().outage.clone(),
+                hold: relays.outlet().hold.clone(),
+                relays,
                 producer,
-                outage: outlet.outage,
-                hold: outlet.hold,
                 admin_token: config.admin_token,
             },
         })
@@ -53,26 +39,17 @@ impl Application {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), StartupError> {
         tracing::info!(
             port = self.port(),
-            relays = self.state.relays.len(),
+            relays = self.state.relays.databases().len(),
             "outbox-processor listening"
         );
-        let running: Vec<_> = self
-            .state
-            .relays
-            .iter()
-            .map(|relay| relay.start(&shutdown))
-            .collect();
-        let producer = self.state.producer.clone();
+        let running = self.state.relays.start(&shutdown);
         let served = self
             .server
             .serve(routes::router(self.state), shutdown.clone())
             .await;
         shutdown.cancel();
-        for relay in running {
-            relay.stopped().await;
-        }
-        // Every batch has committed its marks by now; flush hands over anything still queued.
-        producer.flush(std::time::Duration::from_secs(10)).await;
+        // Every batch commits its marks, then the producer hands over anything still queued.
+        running.stopped().await;
         served.map_err(Into::into)
     }
 }

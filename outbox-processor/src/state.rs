@@ -1,17 +1,16 @@
 //! What the HTTP handlers (status page, admin API, health) share, apart from the wiring that
 //! builds it (`startup`), so that the routes and the wiring do not import each other.
 
-use std::sync::Arc;
-
 use outbox::{
     kafka::Producer,
-    relay::{Hold, Outage, Relay},
+    relay::{Hold, Outage, Relays},
 };
 use secrecy::SecretString;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub relays: Arc<Vec<Relay>>,
+    /// One relay per source database, sharing the producer.
+    pub relays: Relays,
     pub producer: Producer,
     /// Whether the broker is away (publishing paused), for the status page.
     pub outage: Outage,

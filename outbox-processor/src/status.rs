@@ -58,7 +58,7 @@ pub struct Status {
 
 async fn status(state: &AppState) -> Status {
     let mut databases = Vec::new();
-    for relay in state.relays.iter() {
+    for relay in state.relays.databases().iter() {
         let recent = sqlx::query_as!(
             RecentEvent,
             r#"select id, type as event_type, aggregateid, created_at, published_at, attempts,

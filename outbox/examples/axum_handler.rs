@@ -2,11 +2,7 @@
 //! and `createdb -h 127.0.0.1 -U postgres outbox_example`: `cargo run --example axum_handler`,
 //! `curl localhost:3000/signups -H 'content-type: application/json' -d '{"user_id":"018f0000-0000-7000-8000-000000000001","email":"a@b.c"}'`.
 use axum::{extract::State, http::StatusCode, routing::post, Json, Router};
-use outbox::{
-    kafka::{KafkaBroker, KafkaConfig},
-    relay::{Outlet, Relay, RelaySettings},
-    DomainEvent,
-};
+use outbox::{kafka::KafkaConfig, relay::RelaySettings, DomainEvent};
 use serde::{Deserialize, Serialize};
 use service_kit::config::FromEnv;
 use sqlx::PgPool;
@@ -59,11 +55,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // 4. The relay: claims rows, publishes them, marks them published, in order per aggregate.
     let (kafka, settings) = (KafkaConfig::from_env()?, RelaySettings::from_env()?);
-    let broker = KafkaBroker::connect(&kafka, &settings)?;
-    let outlet = Outlet::new(std::sync::Arc::new(broker), kafka.topics());
-    let relay = Relay::connect("app", &url, settings, outlet)?;
+    let relays = kafka.relays(settings)?.database("app", &url)?;
     let shutdown = CancellationToken::new();
-    let running = relay.start(&shutdown);
+    let running = relays.start(&shutdown);
 
     let app = Router::new()
         .route("/signups", post(sign_up))
@@ -77,6 +71,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     axum::serve(listener, app)
         .with_graceful_shutdown(ctrl_c)
         .await?;
-    running.stopped().await; // the batch in hand is marked before the process exits
+    running.stopped().await; // the batch in hand is marked, the producer flushed
     Ok(())
 }

@@ -21,8 +21,10 @@
 //!    [`relay::admin`] retries or skips them). [`relay::Relay::start`] runs it in whatever
 //!    process calls it: a relay process of its own (the shop's `outbox-processor`) or the
 //!    service that writes the events (order-service with `RELAY_EMBEDDED=true`), the same
-//!    code either way. `examples/axum_handler.rs` shows the whole producing side, relay
-//!    included, in 80 lines.
+//!    code either way. [`relay::Relays`] is the front a process writes: one broker, one
+//!    relay per database, started and stopped together (on Kafka:
+//!    `kafka.relays(settings)?.database("app", &url)?.start(&shutdown)`).
+//!    `examples/axum_handler.rs` shows the whole producing side, relay included, in 80 lines.
 //! 4. **Topics** are named by aggregate type as Debezium names them ([`topics::TopicNames`]).
 //! 5. **A consumer** gets each event at least once. Its [`handler::EventHandler`] applies the
 //!    event and records its id in the **inbox** ([`inbox::record`]) in one transaction, so a

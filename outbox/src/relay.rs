@@ -116,6 +116,7 @@ mod mark;
 mod outage;
 mod outlet;
 mod publish;
+mod relays;
 mod retention;
 mod settings;
 mod source;
@@ -129,6 +130,7 @@ pub use hold::{Hold, Switch};
 pub use outage::{Outage, PublishingState};
 pub use outlet::{Outlet, Topics};
 pub use publish::Sends;
+pub use relays::Relays;
 pub use settings::RelaySettings;
 pub use source::{AfterFailure, Batch, Failure, Marks, PendingEvent, Source};
 pub use stats::Stats;
@@ -159,21 +161,37 @@ pub struct BatchReport {
     pub pause: Option<Duration>,
 }
 
-/// A relay's tasks, started by [`Relay::start`].
+/// A relay's tasks, started by [`Relay::start`] or [`Relays::start`].
 #[must_use = "a relay that is not waited for may be cut off in the middle of a batch"]
 pub struct Running {
-    name: String,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    tasks: Vec<(String, tokio::task::JoinHandle<()>)>,
+    /// Flushed, for at most this long, once every task has stopped.
+    flush: Option<(std::sync::Arc<dyn Broker>, Duration)>,
 }
 
 impl Running {
+    fn flushing(broker: std::sync::Arc<dyn Broker>, timeout: Duration) -> Self {
+        Self {
+            tasks: Vec::new(),
+            flush: Some((broker, timeout)),
+        }
+    }
+
+    fn join(&mut self, other: Running) {
+        self.tasks.extend(other.tasks);
+    }
+
     /// Waits until the tasks have stopped (after the shutdown token was cancelled): every
-    /// batch in progress has committed its marks by then.
+    /// batch in progress has committed its marks by then. Then flushes the broker, if these
+    /// are a [`Relays`]'.
     pub async fn stopped(self) {
-        for task in self.tasks {
+        for (name, task) in self.tasks {
             if let Err(error) = task.await {
-                tracing::error!(database = %self.name, %error, "relay task panicked");
+                tracing::error!(database = %name, %error, "relay task panicked");
             }
+        }
+        if let Some((broker, timeout)) = self.flush {
+            broker.flush(timeout).await;
         }
     }
 }
@@ -245,13 +263,14 @@ impl<S: Source> Relay<S> {
     /// They stop on `shutdown`; [`Running::stopped`] waits for that. The standalone relay starts
     /// one per database; a service that embeds the relay starts one for its own database.
     pub fn start(&self, shutdown: &CancellationToken) -> Running {
+        let tasks = [
+            tokio::spawn(self.clone().run(shutdown.clone())),
+            tokio::spawn(self.clone().run_cleaner(shutdown.clone())),
+            tokio::spawn(self.clone().run_gauges(shutdown.clone())),
+        ];
         Running {
-            name: self.name.clone(),
-            tasks: vec![
-                tokio::spawn(self.clone().run(shutdown.clone())),
-                tokio::spawn(self.clone().run_cleaner(shutdown.clone())),
-                tokio::spawn(self.clone().run_gauges(shutdown.clone())),
-            ],
+            tasks: tasks.map(|task| (self.name.clone(), task)).into(),
+            flush: None,
         }
     }
 

@@ -10,7 +10,7 @@ use rdkafka::{
 };
 
 use super::{breaks_producer, producer_config, KafkaConfig, Producer};
-use crate::relay::{Broker, Outgoing, RelaySettings, SendError};
+use crate::relay::{Broker, Outgoing, RelaySettings, Relays, SendError};
 
 /// The relay's broker: Kafka through an idempotent producer (`acks=all`).
 pub struct KafkaBroker {
@@ -41,6 +41,15 @@ impl KafkaBroker {
     }
 }
 
+impl KafkaConfig {
+    /// The relay's front on Kafka: a [`KafkaBroker`] for `settings`, this config's topic
+    /// names, and no database yet ([`Relays::database`] adds them).
+    pub fn relays(&self, settings: RelaySettings) -> Result<Relays, KafkaError> {
+        let broker = KafkaBroker::connect(self, &settings)?;
+        Ok(Relays::new(broker, self.topics(), settings))
+    }
+}
+
 impl Broker for KafkaBroker {
     fn send<'a>(&'a self, event: Outgoing<'a>) -> BoxFuture<'a, Result<(), SendError>> {
         async move {
@@ -65,6 +74,10 @@ impl Broker for KafkaBroker {
                 .map_err(|error| classify(&error))
         }
         .boxed()
+    }
+
+    fn flush(&self, timeout: Duration) -> BoxFuture<'_, ()> {
+        self.producer.flush(timeout).boxed()
     }
 }
 

@@ -64,4 +64,12 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Makes sure `topic` exists. Called outside any claim transaction: it may be slow.
     fn create_topic<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<(), SendError>>;
+
+    /// Hands over whatever the broker's client still queues, for at most `timeout`; called
+    /// once at shutdown, after the last batch marked. A client that queues nothing (every
+    /// `send` waits for its acknowledgement) has nothing to do.
+    fn flush(&self, timeout: std::time::Duration) -> BoxFuture<'_, ()> {
+        let _ = timeout;
+        Box::pin(async {})
+    }
 }

@@ -5,5 +5,6 @@
 mod adversity;
 mod faults;
 mod relay;
+mod relays;
 mod source;
 mod torture;
