@@ -105,9 +105,9 @@ pub struct Switched {
         (status = 401, description = "Missing or wrong token", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn pause_relay(State(state): State<AppState>) -> Json<Switched> {
-    let was = state.hold.hold().await;
+    let was = state.relays.outlet().hold.hold().await;
     Json(Switched {
-        relay: state.hold.state(),
+        relay: state.relays.outlet().hold.state(),
         was,
     })
 }
@@ -120,9 +120,9 @@ pub async fn pause_relay(State(state): State<AppState>) -> Json<Switched> {
         (status = 401, description = "Missing or wrong token", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn resume_relay(State(state): State<AppState>) -> Json<Switched> {
-    let was = state.hold.release();
+    let was = state.relays.outlet().hold.release();
     Json(Switched {
-        relay: state.hold.state(),
+        relay: state.relays.outlet().hold.state(),
         was,
     })
 }

@@ -23,8 +23,6 @@ impl Application {
         Ok(Self {
             server,
             state: AppState {
-                outage: relays.outlet().outage.clone(),
-                hold: relays.outlet().hold.clone(),
                 relays,
                 producer,
                 admin_token: config.admin_token,

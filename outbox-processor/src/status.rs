@@ -89,8 +89,8 @@ async fn status(state: &AppState) -> Status {
         });
     }
     Status {
-        publishing: state.outage.state(),
-        relay: state.hold.state(),
+        publishing: state.relays.outlet().outage.state(),
+        relay: state.relays.outlet().hold.state(),
         databases,
     }
 }

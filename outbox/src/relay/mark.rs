@@ -51,25 +51,21 @@ impl<S: Source> Relay<S> {
             }
             failures.push(self.failure(event, error));
         }
-        let failed = failures.len();
-        self.source
-            .mark(
-                batch.held,
-                Marks {
-                    published: acked.clone(),
-                    failed: failures,
-                },
-            )
-            .await?;
+        let (published, failed) = (acked.len(), failures.len());
+        let marks = Marks {
+            published: acked,
+            failed: failures,
+        };
+        self.source.mark(batch.held, marks).await?;
 
         metrics::counter!("outbox_published_total", "database" => self.name.clone())
-            .increment(acked.len() as u64);
+            .increment(published as u64);
         metrics::counter!("outbox_publish_failures_total", "database" => self.name.clone())
             .increment(failed as u64);
         let pause = match outage {
             Some(error) => Some(self.outlet.outage.failed(&error.reason)),
             None => {
-                if !acked.is_empty() {
+                if published > 0 {
                     self.outlet.outage.acknowledged();
                 }
                 None
@@ -77,7 +73,7 @@ impl<S: Source> Relay<S> {
         };
         Ok(BatchReport {
             claimed,
-            published: acked.len(),
+            published,
             failed,
             deferred,
             pause,

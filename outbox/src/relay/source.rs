@@ -92,8 +92,8 @@ pub trait Source: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<Batch<Self::Held>>, RelayError>> + Send;
 
     /// Records `marks` for the claim `held` and releases it. Until this returns `Ok`, nothing
-    /// of the batch is recorded: a relay that dies before sends the events again (at least
-    /// once).
+    /// of the batch is recorded: a relay that dies before then sends the events again (at
+    /// least once).
     fn mark(
         &self,
         held: Self::Held,
