@@ -11,7 +11,7 @@ use order_service::domain::{CreateOrderRequest, NewOrder};
 use secrecy::ExposeSecret;
 
 use crate::{
-    process::{free_port, spawn, wait_healthy, CpuMeter, Watched},
+    process::{free_port, spawn, wait_healthy, CpuMeter, Watched, HEALTHY_WITHIN},
     stats::{met, percentile},
     Results,
 };
@@ -36,8 +36,8 @@ pub async fn intake(results: &mut Results) {
             ("RUST_LOG", "warn".into()),
         ],
     );
+    wait_healthy(&service, port, HEALTHY_WITHIN).await;
     let base = format!("http://127.0.0.1:{port}");
-    wait_healthy(&base).await;
 
     let client = reqwest::Client::new();
     let body = serde_json::json!({"customer_id": "bench", "items": [{"sku": "CABLE-USBC", "quantity": 1}]});

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::{
     broker,
-    process::{free_port, servers, spawn, wait_healthy, CpuMeter, Watched},
+    process::{free_port, servers, spawn, wait_healthy, CpuMeter, Watched, HEALTHY_WITHIN},
     stats::{met, Summary},
     Results,
 };
@@ -231,12 +231,10 @@ async fn latency_run(run: Run) -> Latencies {
     env.push(("MONGODB_URI", testkit::mongo_uri()));
     env.push(("MONGODB_DATABASE", mongo_db.clone()));
     let invoice_service = run.invoices().then(|| spawn("invoice-service", &env));
-    let mut ports = vec![p_orders, p_inventory];
-    if run.invoices() {
-        ports.push(p_invoice);
-    }
-    for port in ports {
-        wait_healthy(&format!("http://127.0.0.1:{port}")).await;
+    wait_healthy(&orders_service, p_orders, HEALTHY_WITHIN).await;
+    wait_healthy(&inventory_service, p_inventory, HEALTHY_WITHIN).await;
+    if let Some(invoice_service) = &invoice_service {
+        wait_healthy(invoice_service, p_invoice, HEALTHY_WITHIN).await;
     }
     let mut env = common(p_relay);
     env.push((
@@ -249,7 +247,7 @@ async fn latency_run(run: Run) -> Latencies {
     ));
     env.push(("RELAY_NOTIFY", run.notify().to_string()));
     let relay = spawn("outbox-processor", &env);
-    wait_healthy(&format!("http://127.0.0.1:{p_relay}")).await;
+    wait_healthy(&relay, p_relay, HEALTHY_WITHIN).await;
 
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{p_orders}");

@@ -1,8 +1,10 @@
 //! The processes a benchmark runs or watches: our release binaries as children, and the
-//! servers of the local stack, found by name, for what they cost in CPU and memory.
+//! servers of the local stack, found by name, for what they cost in CPU and memory. Starting,
+//! waiting for health and stopping are `process_kit`'s, as they are for `scripts/stack`.
 
-use std::{collections::HashMap, path::PathBuf, process::Stdio, time::Duration, time::Instant};
+use std::{collections::HashMap, path::PathBuf, time::Duration, time::Instant};
 
+use process_kit::{Launch, Output, Stopped};
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
@@ -19,8 +21,7 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// Starts a service. Its log is dropped unless `BENCH_LOGS` names a directory to keep it in
-/// (`<service>-<uuid>.log`); `BENCH_RUST_LOG` overrides the services' log filter, e.g.
+/// Starts one of our services. `BENCH_RUST_LOG` overrides the services' log filter, e.g.
 /// `outbox_processor=debug` for the relay's per-batch timings.
 pub fn spawn(name: &str, env: &[(&str, String)]) -> Child {
     let filter = std::env::var("BENCH_RUST_LOG").ok().unwrap_or_else(|| {
@@ -29,43 +30,65 @@ pub fn spawn(name: &str, env: &[(&str, String)]) -> Child {
             .map_or("warn", |(_, v)| v.as_str())
             .to_owned()
     });
-    let (stdout, log) = match std::env::var_os("BENCH_LOGS").map(PathBuf::from) {
+    let launch = env
+        .iter()
+        .fold(Launch::new(binary(name)), |launch, (k, v)| launch.env(k, v))
+        .env("RUST_LOG", filter);
+    start(name, launch)
+}
+
+/// Starts a program as a child that dies with the bench. Its output is dropped (its errors
+/// shown) unless `BENCH_LOGS` names a directory to keep it in, as `<name>-<uuid>.log`.
+pub fn start(name: &str, launch: Launch) -> Child {
+    let output = match std::env::var_os("BENCH_LOGS").map(PathBuf::from) {
         Some(dir) => {
             let path = dir.join(format!("{name}-{}.log", Uuid::new_v4().simple()));
-            let file = std::fs::File::create(&path).expect("BENCH_LOGS: cannot create log");
-            (Stdio::from(file), Some(path))
+            eprintln!("  {name} logs to {}", path.display());
+            Output::Append(path)
         }
-        None => (Stdio::null(), None),
+        None => Output::Quiet,
     };
-    let child = Command::new(binary(name))
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .env("RUST_LOG", filter)
-        .stdout(stdout)
-        .stderr(Stdio::inherit())
+    let command = launch
+        .output(output)
+        .command()
+        .unwrap_or_else(|e| panic!("{name}: cannot open its log: {e}"));
+    Command::from(command)
         .kill_on_drop(true)
         .spawn()
-        .expect("spawn service");
-    if let Some(path) = log {
-        eprintln!("  {name} logs to {}", path.display());
+        .unwrap_or_else(|e| panic!("cannot start {name}: {e}"))
+}
+
+/// How long a service of ours may take to start.
+pub const HEALTHY_WITHIN: Duration = Duration::from_secs(30);
+
+/// Until the child answers `GET /health` on `port` with 200; panics when it exits first or
+/// `within` passes.
+pub async fn wait_healthy(child: &Child, port: u16, within: Duration) {
+    let pid = child.id();
+    let waited =
+        tokio::task::spawn_blocking(move || process_kit::wait_for_health(port, pid, within))
+            .await
+            .expect("the health wait panicked");
+    if waited != process_kit::Waited::Ready {
+        panic!("the service on port {port} did not become healthy: {waited:?}");
     }
-    child
 }
 
-pub async fn wait_healthy(base: &str) {
-    let client = reqwest::Client::new();
-    testkit::eventually(Duration::from_secs(30), || async {
-        let r = client.get(format!("{base}/health")).send().await.ok()?;
-        (r.status() == 200).then_some(())
-    })
-    .await
-    .unwrap_or_else(|| panic!("{base} did not become healthy"));
+/// Stops a child as a deployment does (SIGTERM, then SIGKILL after `grace`), and reaps it.
+pub async fn stop(mut child: Child, grace: Duration) -> Stopped {
+    let stopped = match child.id() {
+        Some(pid) => tokio::task::spawn_blocking(move || process_kit::stop(pid, grace))
+            .await
+            .expect("the stop panicked"),
+        None => Stopped::NotRunning,
+    };
+    let _ = child.wait().await;
+    stopped
 }
 
+/// A free port on 127.0.0.1, for a service to listen on.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    process_kit::free_port().expect("free port")
 }
 
 /// Peak resident set size of a process, from /proc (kB).

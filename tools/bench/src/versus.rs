@@ -19,13 +19,13 @@
 use std::{
     collections::HashMap,
     path::PathBuf,
-    process::Stdio,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use futures::StreamExt;
 use outbox::kafka::KafkaConfig;
+use process_kit::Launch;
 use rdkafka::{
     consumer::{BaseConsumer, Consumer, StreamConsumer},
     message::Headers,
@@ -33,11 +33,13 @@ use rdkafka::{
 };
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::{Connection, PgConnection, PgPool};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use uuid::Uuid;
 
 use crate::{
-    process::{free_port, peak_rss_kb, spawn, wait_healthy, CpuMeter, Watched},
+    process::{
+        free_port, peak_rss_kb, spawn, start, stop, wait_healthy, CpuMeter, Watched, HEALTHY_WITHIN,
+    },
     relay::raw_produce,
     stats::{met, Summary},
     Results,
@@ -540,7 +542,7 @@ impl Relay {
                         ("RELAY_BATCH_SIZE", "1000".into()),
                     ],
                 );
-                wait_healthy(&format!("http://127.0.0.1:{port}")).await;
+                wait_healthy(&child, port, HEALTHY_WITHIN).await;
                 let pid = child.id().expect("pid");
                 Self {
                     child,
@@ -581,27 +583,17 @@ impl Relay {
                     args.extend(["--set".into(), format!("{k}={v}")]);
                 }
                 args.push(install.connector.display().to_string());
-                let log = match std::env::var_os("BENCH_LOGS") {
-                    Some(dir) => Stdio::from(
-                        std::fs::File::create(
-                            PathBuf::from(dir).join(format!("debezium-{id}.log")),
-                        )
-                        .expect("BENCH_LOGS"),
-                    ),
-                    None => Stdio::null(),
-                };
-                let child = Command::new("java")
-                    .args(&args)
-                    .env("PORT", port.to_string())
-                    .env("KAFKA_BROKERS", &kafka.brokers)
-                    .env("DEBEZIUM_STATE_DIR", &state)
-                    .stdout(log)
-                    .stderr(Stdio::inherit())
-                    .kill_on_drop(true)
-                    .spawn()
-                    .expect("java");
+                let child = start(
+                    "debezium",
+                    Launch::new("java")
+                        .args(args)
+                        .env("PORT", port.to_string())
+                        .env("KAFKA_BROKERS", &kafka.brokers)
+                        .env("DEBEZIUM_STATE_DIR", &state),
+                );
                 let pid = child.id().expect("pid");
-                healthy_within(port, Duration::from_secs(120)).await;
+                // The JVM starts, and the connector creates its slot, in 10 to 20 s.
+                wait_healthy(&child, port, Duration::from_secs(120)).await;
                 Self {
                     child,
                     pid,
@@ -612,18 +604,9 @@ impl Relay {
         }
     }
 
-    async fn stop(mut self) {
+    async fn stop(self) {
         // SIGTERM, as a deployment stops it; SIGKILL if it does not go.
-        // SAFETY: kill only sends a signal to our own child.
-        unsafe {
-            libc::kill(self.pid as i32, libc::SIGTERM);
-        }
-        if tokio::time::timeout(Duration::from_secs(20), self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.kill().await;
-        }
+        stop(self.child, Duration::from_secs(20)).await;
         if let Some((url, slot)) = &self.slot {
             if let Ok(mut conn) = PgConnection::connect(url).await {
                 let _ = sqlx::query("select pg_drop_replication_slot($1)")
@@ -645,20 +628,6 @@ fn host_port(base: &str) -> (String, String) {
         Some((h, p)) => (h.to_owned(), p.to_owned()),
         None => (authority.to_owned(), "5432".to_owned()),
     }
-}
-
-async fn healthy_within(port: u16, limit: Duration) {
-    let client = reqwest::Client::new();
-    testkit::eventually(limit, || async {
-        let r = client
-            .get(format!("http://127.0.0.1:{port}/health"))
-            .send()
-            .await
-            .ok()?;
-        (r.status() == 200).then_some(())
-    })
-    .await
-    .unwrap_or_else(|| panic!("the relay on port {port} did not become healthy"));
 }
 
 /// How many messages a topic holds, from its partitions' offsets.
