@@ -98,6 +98,9 @@
 //!   on rdkafka.
 //! - `nats`: NATS JetStream instead or as well: the relay's `nats::NatsBroker` (with the
 //!   broker's de-duplication by event id) and a consumer loop for the same handlers.
+//! - `wal`: `wal`, the outbox's committed inserts read from PostgreSQL's write-ahead log
+//!   (logical replication, `pgoutput`), with the slot's bookkeeping: the groundwork of a relay
+//!   that tails the WAL instead of polling.
 //! - `openapi`: OpenAPI schemas (utoipa) for the relay's status types.
 //!
 //! The crate has no web framework and no application types: the shop in this repository
@@ -118,6 +121,8 @@ pub mod nats;
 pub mod relay;
 pub mod topics;
 pub mod trace;
+#[cfg(feature = "wal")]
+pub mod wal;
 mod writer;
 
 pub use event::DomainEvent;

@@ -25,6 +25,13 @@ pub fn admin_database_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
+/// Admin connection of the cluster with `wal_level=logical`, for the tests that read the WAL
+/// (`scripts/stack test` starts it, as INFRA.md describes).
+pub fn logical_admin_database_url() -> String {
+    std::env::var("TEST_LOGICAL_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5433/postgres".to_owned())
+}
+
 pub fn mongo_uri() -> String {
     std::env::var("MONGODB_URI").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".to_owned())
 }
@@ -32,16 +39,19 @@ pub fn mongo_uri() -> String {
 /// A fresh, empty database named `outbox_test_<uuid>`; returns its URL. The test command
 /// drops leftovers of earlier runs before it starts.
 pub async fn fresh_database() -> SecretString {
-    let admin = admin_database_url();
+    fresh_database_at(&admin_database_url()).await
+}
+
+async fn fresh_database_at(admin: &str) -> SecretString {
     let name = format!("outbox_test_{}", Uuid::new_v4().simple());
-    let mut conn = PgConnection::connect(&admin)
-        .await
-        .expect("the test PostgreSQL server must be running (scripts/stack infra-up)");
+    let mut conn = PgConnection::connect(admin).await.unwrap_or_else(|e| {
+        panic!("the test PostgreSQL server {admin} must be running (scripts/stack infra-up): {e}")
+    });
     sqlx::query(&format!("create database {name}"))
         .execute(&mut conn)
         .await
         .expect("create test database");
-    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin);
     SecretString::from(format!("{base}/{name}"))
 }
 
@@ -64,7 +74,15 @@ pub async fn drop_database(url: &SecretString) {
 /// A fresh database with only the shared tables (outbox, inbox), for relay tests: its URL and
 /// a pool on it.
 pub async fn fresh_outbox_database() -> (SecretString, sqlx::PgPool) {
-    let url = fresh_database().await;
+    outbox_database(fresh_database().await).await
+}
+
+/// [`fresh_outbox_database`] on the logical cluster ([`logical_admin_database_url`]).
+pub async fn fresh_logical_outbox_database() -> (SecretString, sqlx::PgPool) {
+    outbox_database(fresh_database_at(&logical_admin_database_url()).await).await
+}
+
+async fn outbox_database(url: SecretString) -> (SecretString, sqlx::PgPool) {
     let pool = outbox::db::connect(&url, 10)
         .await
         .expect("connect to test database");

@@ -20,7 +20,7 @@ use uuid::Uuid;
 use super::RelayError;
 
 /// One event a source handed the relay: an outbox row, whichever way it was read.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct PendingEvent {
     pub id: Uuid,
     pub aggregatetype: String,

@@ -1,0 +1,84 @@
+//! Reading the outbox from PostgreSQL's write-ahead log instead of polling the table
+//! (feature `wal`): the groundwork of the relay's WAL mode.
+//!
+//! Polling costs a claim query and an update per row, and its order is `seq` order. Logical
+//! replication hands over each committed insert once, in commit order, and costs the database
+//! one walsender. Three parts, each usable alone:
+//!
+//! - [`slot`]: the publication (inserts into `outbox`, nothing else) and the replication slot,
+//!   what the slot retains, and the database's `max_slot_wal_keep_size`.
+//! - [`OutboxStream`] (`stream.rs`): the committed inserts as [`relay::PendingEvent`]s, framed
+//!   by their transactions, with the position to confirm after each; a restart reads again
+//!   from the last confirmed position, so confirming only what the broker acknowledged keeps
+//!   the relay at least once.
+//! - `pgoutput.rs`: the decoder of the two `pgoutput` messages that matter here.
+//!
+//! The replication client is `pgwire-replication`: it reports to the server exactly the
+//! position it is told is safe and nothing else, and when the relay stops taking events it
+//! stops reading while still answering the server, so a slow broker bounds memory instead
+//! of breaking the connection.
+//!
+//! [`relay::PendingEvent`]: crate::relay::PendingEvent
+
+mod pgoutput;
+pub mod slot;
+mod stream;
+
+pub use pgoutput::DecodeError;
+pub use pgwire_replication::Lsn;
+pub use slot::{SlotCreated, SlotState, WalKeep};
+pub use stream::{OutboxStream, StreamConfig, WalEvent};
+
+/// What can go wrong reading the outbox from the WAL.
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error(
+        "{0:?} is not a valid slot name (lower-case letters, digits, underscores; at most 63)"
+    )]
+    BadName(String),
+    #[error("not a postgres:// URL: {0}")]
+    BadUrl(String),
+    /// Another connection streams from the slot: another relay instance, which this one
+    /// stands by for.
+    #[error("the replication slot is in use by another connection: {0}")]
+    SlotInUse(String),
+    /// The slot is gone, or PostgreSQL invalidated it (it removed WAL the slot still needed).
+    /// Events committed since the slot's last confirmed position are not in any slot now:
+    /// they are still rows of the outbox table (unless the writer removes them), and must be
+    /// published from there before a new slot takes over.
+    #[error("the replication slot cannot be read: {0}")]
+    SlotUnusable(String),
+    #[error("replication: {0}")]
+    Replication(pgwire_replication::PgWireError),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("an insert into a table the stream was not told about (relation {0})")]
+    UnknownRelation(u32),
+    #[error("the outbox table has no column {0}")]
+    MissingColumn(&'static str),
+    #[error("outbox column {0}: {1}")]
+    BadValue(&'static str, String),
+}
+
+impl WalError {
+    /// Sorts the client's errors by the SQLSTATE the server gave, which it passes on only in
+    /// the message text.
+    fn from_replication(error: pgwire_replication::PgWireError) -> Self {
+        let sqlstate = match &error {
+            pgwire_replication::PgWireError::Server(message) => message
+                .rsplit_once("(SQLSTATE ")
+                .and_then(|(_, code)| code.strip_suffix(')'))
+                .map(str::to_owned),
+            _ => None,
+        };
+        match sqlstate.as_deref() {
+            // object_in_use: "replication slot ... is active for PID ..."
+            Some("55006") => Self::SlotInUse(error.to_string()),
+            // object_not_in_prerequisite_state (invalidated), undefined_object (no slot)
+            Some("55000") | Some("42704") => Self::SlotUnusable(error.to_string()),
+            _ => Self::Replication(error),
+        }
+    }
+}
