@@ -38,8 +38,15 @@ pub enum WalError {
         "{0:?} is not a valid slot name (lower-case letters, digits, underscores; at most 63)"
     )]
     BadName(String),
-    #[error("not a postgres:// URL: {0}")]
+    #[error("not a postgres:// URL the WAL stream can use: {0}")]
     BadUrl(String),
+    /// Slot names are the cluster's: one of this name reads another database.
+    #[error("the replication slot {0} belongs to another database of the cluster")]
+    SlotElsewhere(String),
+    /// Stopped before the server was told the last confirmed position: the next reader
+    /// gets again what was confirmed since (duplicates, never loss).
+    #[error("stopped with {confirmed} confirmed but only {reported} reported to the server")]
+    Unreported { confirmed: Lsn, reported: Lsn },
     /// Another connection streams from the slot: another relay instance, which this one
     /// stands by for.
     #[error("the replication slot is in use by another connection: {0}")]
@@ -56,6 +63,8 @@ pub enum WalError {
     Decode(#[from] DecodeError),
     #[error("an insert into a table the stream was not told about (relation {0})")]
     UnknownRelation(u32),
+    #[error("an insert outside a transaction: the stream is not what it should be")]
+    OutsideTransaction,
     #[error("the outbox table has no column {0}")]
     MissingColumn(&'static str),
     #[error("outbox column {0}: {1}")]
@@ -73,11 +82,18 @@ impl WalError {
                 .map(str::to_owned),
             _ => None,
         };
+        let message = error.to_string();
         match sqlstate.as_deref() {
             // object_in_use: "replication slot ... is active for PID ..."
-            Some("55006") => Self::SlotInUse(error.to_string()),
-            // object_not_in_prerequisite_state (invalidated), undefined_object (no slot)
-            Some("55000") | Some("42704") => Self::SlotUnusable(error.to_string()),
+            Some("55006") => Self::SlotInUse(message),
+            // object_not_in_prerequisite_state: "cannot read from logical replication slot"
+            // (invalidated); undefined_object: "replication slot ... does not exist". The same
+            // codes name other things too (a missing publication, wal_level), which are not
+            // the slot's fault.
+            Some("55000") if message.contains("cannot read from logical replication slot") => {
+                Self::SlotUnusable(message)
+            }
+            Some("42704") if message.contains("replication slot") => Self::SlotUnusable(message),
             _ => Self::Replication(error),
         }
     }

@@ -8,7 +8,7 @@
 
 use sqlx::PgPool;
 
-use super::WalError;
+use super::{Lsn, WalError};
 
 /// Whether [`ensure_slot`] made the slot or found it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,10 +44,14 @@ pub enum WalKeep {
 }
 
 /// Names PostgreSQL accepts for a slot: lower-case letters, digits and underscores, at most
-/// 63. The publication gets the same name, so both are safe to put into SQL.
+/// 63, not starting with a digit. The publication gets the same name, so both are safe to
+/// put into SQL (quoted all the same, so that a word such as `order` works too).
 pub fn check_name(name: &str) -> Result<(), WalError> {
-    let valid = !name.is_empty()
-        && name.len() <= 63
+    let valid = name.len() <= 63
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
@@ -70,7 +74,7 @@ pub async fn ensure_publication(pool: &PgPool, name: &str) -> Result<(), WalErro
             .await?;
     if !exists {
         let create =
-            format!("create publication {name} for table outbox with (publish = 'insert')");
+            format!("create publication \"{name}\" for table outbox with (publish = 'insert')");
         if let Err(error) = sqlx::query(&create).execute(pool).await {
             // Another instance made it first.
             if !is_duplicate(&error) {
@@ -94,7 +98,12 @@ pub async fn ensure_slot(pool: &PgPool, name: &str) -> Result<SlotCreated, WalEr
         .await
     {
         Ok(_) => Ok(SlotCreated::Created),
-        Err(error) if is_duplicate(&error) => Ok(SlotCreated::Existing),
+        Err(error) if is_duplicate(&error) => match slot_state(pool, name).await? {
+            // Another instance made it first.
+            Some(_) => Ok(SlotCreated::Existing),
+            // Slot names are the cluster's: this one belongs to another database.
+            None => Err(WalError::SlotElsewhere(name.to_owned())),
+        },
         Err(error) => Err(error.into()),
     }
 }
@@ -125,18 +134,29 @@ pub async fn slot_state(pool: &PgPool, name: &str) -> Result<Option<SlotState>, 
     }))
 }
 
-/// Drops the slot `name` and the publication of that name, when they exist and no walsender
-/// holds the slot. A slot that is not dropped keeps WAL forever.
+/// Drops the slot `name` and then the publication of that name, when they exist. A slot
+/// that is not dropped keeps WAL forever. A walsender lets go of the slot shortly after its
+/// reader stopped: this waits up to 10 s for that, then fails with [`WalError::SlotInUse`].
 pub async fn drop_slot(pool: &PgPool, name: &str) -> Result<(), WalError> {
     check_name(name)?;
-    sqlx::query(
-        "select pg_drop_replication_slot(slot_name) from pg_replication_slots
-         where slot_name = $1 and database = current_database() and not active",
-    )
-    .bind(name)
-    .execute(pool)
-    .await?;
-    sqlx::query(&format!("drop publication if exists {name}"))
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while let Some(state) = slot_state(pool, name).await? {
+        if state.active_pid.is_none() {
+            sqlx::query("select pg_drop_replication_slot($1)")
+                .bind(name)
+                .execute(pool)
+                .await?;
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(WalError::SlotInUse(format!(
+                "slot {name} is still held by backend {:?} after 10 s",
+                state.active_pid
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    sqlx::query(&format!("drop publication if exists \"{name}\""))
         .execute(pool)
         .await?;
     Ok(())
@@ -154,14 +174,17 @@ pub async fn wal_keep_limit(pool: &PgPool) -> Result<WalKeep, WalError> {
     })
 }
 
-/// Writes a logical message into the WAL outside any transaction: a slot whose tables are
-/// quiet still gets something to confirm, so it does not hold the WAL that other databases
-/// of the cluster write.
-pub async fn heartbeat(pool: &PgPool) -> Result<(), WalError> {
-    sqlx::query("select pg_logical_emit_message(false, 'outbox.heartbeat', '')")
-        .execute(pool)
-        .await?;
-    Ok(())
+/// Writes a logical message into the WAL outside any transaction, and returns its position:
+/// a slot whose tables are quiet still gets something to confirm, so it does not hold the
+/// WAL that other databases of the cluster write.
+pub async fn heartbeat(pool: &PgPool) -> Result<Lsn, WalError> {
+    let position: String =
+        sqlx::query_scalar("select pg_logical_emit_message(false, 'outbox.heartbeat', '')::text")
+            .fetch_one(pool)
+            .await?;
+    position
+        .parse()
+        .map_err(|_| WalError::BadValue("pg_logical_emit_message", position))
 }
 
 fn is_duplicate(error: &sqlx::Error) -> bool {

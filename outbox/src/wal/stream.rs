@@ -1,7 +1,9 @@
 //! The outbox's inserts as they are committed, read off a replication slot: each transaction
 //! that inserted outbox rows is a [`WalEvent::Begin`], its events one by one, and a
 //! [`WalEvent::Commit`] whose `end` is the position to confirm once all of them are safe. A
-//! transaction of 100k rows arrives row by row; nothing here holds more than one.
+//! transaction of 100k rows arrives row by row; nothing here holds more than one. A
+//! transaction without outbox rows (PostgreSQL before 15 sends those too) is only an
+//! [`WalEvent::Idle`] at its end.
 //!
 //! The slot keeps everything after the position last confirmed ([`OutboxStream::confirm`]):
 //! a relay that crashes reads again from there, so confirming only what the broker
@@ -68,7 +70,10 @@ pub enum WalEvent {
 pub struct OutboxStream {
     client: ReplicationClient,
     columns: HashMap<u32, Option<Columns>>,
-    in_transaction: bool,
+    /// The transaction being read, until its Commit.
+    open: Option<Open>,
+    /// An event to hand out after the Begin handed out first.
+    queued: Option<WalEvent>,
     confirmed: Lsn,
     status_interval: Duration,
 }
@@ -80,15 +85,38 @@ impl OutboxStream {
         super::slot::check_name(&config.slot)?;
         let url = url::Url::parse(config.url.expose_secret())
             .map_err(|e| WalError::BadUrl(e.to_string()))?;
+        // What the stream cannot do must not be dropped silently: a TLS connection asked for
+        // and a plain one made would be the worst of these.
+        for (key, value) in url.query_pairs() {
+            let fine = match key.as_ref() {
+                "sslmode" => matches!(value.as_ref(), "disable" | "allow" | "prefer"),
+                "application_name" | "connect_timeout" => true,
+                _ => false,
+            };
+            if !fine {
+                return Err(WalError::BadUrl(format!(
+                    "{key}={value} is not supported by the replication connection (no TLS, no socket paths)"
+                )));
+            }
+        }
         let decode = |part: &str| {
             percent_encoding::percent_decode_str(part)
                 .decode_utf8_lossy()
                 .into_owned()
         };
+        let user = decode(url.username());
+        if user.is_empty() {
+            return Err(WalError::BadUrl("no user name".into()));
+        }
+        let host = url
+            .host_str()
+            .unwrap_or("127.0.0.1")
+            .trim_start_matches('[')
+            .trim_end_matches(']');
         let database = url.path().trim_start_matches('/');
         let replication = ReplicationConfig::new(
-            url.host_str().unwrap_or("127.0.0.1"),
-            decode(url.username()),
+            host,
+            user,
             decode(url.password().unwrap_or("")),
             decode(database),
             config.slot.clone(),
@@ -111,7 +139,8 @@ impl OutboxStream {
         Ok(Self {
             client,
             columns: HashMap::new(),
-            in_transaction: false,
+            open: None,
+            queued: None,
             confirmed: Lsn::ZERO,
             status_interval: config.status_interval,
         })
@@ -119,6 +148,9 @@ impl OutboxStream {
 
     /// The next event; `None` when the stream ended because it was stopped.
     pub async fn next(&mut self) -> Result<Option<WalEvent>, WalError> {
+        if let Some(event) = self.queued.take() {
+            return Ok(Some(event));
+        }
         loop {
             let Some(event) = self
                 .client
@@ -134,17 +166,21 @@ impl OutboxStream {
                     commit_time_micros,
                     ..
                 } => {
-                    self.in_transaction = true;
-                    return Ok(Some(WalEvent::Begin {
+                    self.open = Some(Open {
                         commit: final_lsn,
                         committed_at: postgres_time(commit_time_micros),
-                    }));
+                        announced: false,
+                    });
                 }
                 ReplicationEvent::Commit { lsn, end_lsn, .. } => {
-                    self.in_transaction = false;
-                    return Ok(Some(WalEvent::Commit {
-                        commit: lsn,
-                        end: end_lsn,
+                    let announced = self.open.take().is_some_and(|open| open.announced);
+                    return Ok(Some(if announced {
+                        WalEvent::Commit {
+                            commit: lsn,
+                            end: end_lsn,
+                        }
+                    } else {
+                        WalEvent::Idle { position: end_lsn }
                     }));
                 }
                 ReplicationEvent::XLogData { data, .. } => match pgoutput::decode(data)? {
@@ -153,27 +189,35 @@ impl OutboxStream {
                         self.columns.insert(relation.id, columns);
                     }
                     Change::Insert { relation, values } => {
-                        match self.columns.get(&relation) {
-                            Some(Some(columns)) => {
-                                return Ok(Some(WalEvent::Event(columns.event(&values)?)))
-                            }
+                        let event = match self.columns.get(&relation) {
+                            Some(Some(columns)) => WalEvent::Event(columns.event(&values)?),
                             // Another table of the publication: not an outbox row.
-                            Some(None) => {}
+                            Some(None) => continue,
                             None => return Err(WalError::UnknownRelation(relation)),
+                        };
+                        let open = self.open.as_mut().ok_or(WalError::OutsideTransaction)?;
+                        if open.announced {
+                            return Ok(Some(event));
                         }
+                        open.announced = true;
+                        self.queued = Some(event);
+                        return Ok(Some(WalEvent::Begin {
+                            commit: open.commit,
+                            committed_at: open.committed_at,
+                        }));
                     }
                     Change::Other(_) => {}
                 },
                 // Inside a transaction the server may already be past its commit: only
                 // between transactions is its position safe to confirm.
-                ReplicationEvent::KeepAlive { wal_end, .. } if !self.in_transaction => {
+                ReplicationEvent::KeepAlive { wal_end, .. } if self.open.is_none() => {
                     return Ok(Some(WalEvent::Idle { position: wal_end }))
                 }
                 ReplicationEvent::Message {
                     transactional: false,
                     lsn,
                     ..
-                } if !self.in_transaction => return Ok(Some(WalEvent::Idle { position: lsn })),
+                } if self.open.is_none() => return Ok(Some(WalEvent::Idle { position: lsn })),
                 ReplicationEvent::StoppedAt { .. } => return Ok(None),
                 _ => {}
             }
@@ -197,11 +241,28 @@ impl OutboxStream {
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let reported = metrics.last_applied_lsn();
         self.client
             .shutdown()
             .await
-            .map_err(WalError::from_replication)
+            .map_err(WalError::from_replication)?;
+        if reported < self.confirmed {
+            return Err(WalError::Unreported {
+                confirmed: self.confirmed,
+                reported,
+            });
+        }
+        Ok(())
     }
+}
+
+/// A transaction between its Begin and its Commit.
+#[derive(Debug, Clone, Copy)]
+struct Open {
+    commit: Lsn,
+    committed_at: DateTime<Utc>,
+    /// Whether its Begin was handed out: only once it has an outbox row.
+    announced: bool,
 }
 
 /// The positions of the outbox's columns in an Insert, by name: the table may have columns

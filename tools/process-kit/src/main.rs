@@ -48,11 +48,11 @@ fn run(args: &[String]) -> Result<ExitCode, Usage> {
         "wait-port" | "wait-health" => {
             let (port, flags) = positional(rest, "PORT")?;
             let flags = Flags::parse(flags, &["--within", "--pid"])?;
-            let within = Duration::from_secs_f64(
+            let within = seconds(
                 flags
                     .number("--within")?
                     .ok_or_else(|| Usage("--within is required".into()))?,
-            );
+            )?;
             let pid = flags.number("--pid")?;
             let waited = if command == "wait-port" {
                 process_kit::wait_for_port(port, pid, within)
@@ -79,19 +79,17 @@ fn run(args: &[String]) -> Result<ExitCode, Usage> {
             let grace = Flags::parse(flags, &["--grace"])?
                 .number("--grace")?
                 .unwrap_or(10.0);
-            Ok(
-                match process_kit::stop(pid, Duration::from_secs_f64(grace)) {
-                    Stopped::NotRunning | Stopped::Terminated => ExitCode::SUCCESS,
-                    Stopped::Killed => {
-                        println!("did not stop within {grace}s of SIGTERM; SIGKILL stopped it");
-                        ExitCode::SUCCESS
-                    }
-                    Stopped::Survived => {
-                        println!("still alive after SIGTERM and SIGKILL");
-                        ExitCode::FAILURE
-                    }
-                },
-            )
+            Ok(match process_kit::stop(pid, seconds(grace)?) {
+                Stopped::NotRunning | Stopped::Terminated => ExitCode::SUCCESS,
+                Stopped::Killed => {
+                    println!("did not stop within {grace}s of SIGTERM; SIGKILL stopped it");
+                    ExitCode::SUCCESS
+                }
+                Stopped::Survived => {
+                    println!("still alive after SIGTERM and SIGKILL");
+                    ExitCode::FAILURE
+                }
+            })
         }
         "alive" => {
             let (pid, flags) = positional(rest, "PID")?;
@@ -134,19 +132,35 @@ fn spawn(args: &[String]) -> Result<ExitCode, Usage> {
     if let Some(dir) = flags.get("--dir") {
         launch = launch.dir(dir);
     }
-    let started = launch.daemon().and_then(|pid| {
-        if let Some(parent) = pid_file.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::write(&pid_file, format!("{pid}\n"))
-    });
-    Ok(match started {
-        Ok(()) => ExitCode::SUCCESS,
+    let pid = match launch.daemon() {
+        Ok(pid) => pid,
         Err(error) => {
             println!("could not start {program}: {error}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let recorded = pid_file
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(&pid_file, format!("{pid}\n")));
+    Ok(match recorded {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // A daemon nobody can find again would hold its port until the machine restarts.
+            process_kit::stop(pid, Duration::from_secs(5));
+            println!(
+                "started {program}, but could not write {}: {error}; stopped it",
+                pid_file.display()
+            );
             ExitCode::FAILURE
         }
     })
+}
+
+/// A number of seconds from the command line: not negative, not NaN, not past `Duration`.
+fn seconds(value: f64) -> Result<Duration, Usage> {
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| Usage(format!("{value} is not a number of seconds")))
 }
 
 fn exit(ok: bool) -> ExitCode {

@@ -24,7 +24,8 @@ const AFTER_KILL: Duration = Duration::from_secs(5);
 /// Stops `pid`, and everything it started when it leads a process group (a daemon started by
 /// [`Launch::daemon`](crate::Launch::daemon) does, a Python or Java server's workers with it).
 pub fn stop(pid: u32, grace: Duration) -> Stopped {
-    let Ok(pid_t) = libc::pid_t::try_from(pid) else {
+    // Never pid 0 or 1: as a group, they would name every process we may signal.
+    let Some(pid_t) = libc::pid_t::try_from(pid).ok().filter(|pid| *pid > 1) else {
         return Stopped::NotRunning;
     };
     if !alive(pid) {
@@ -36,6 +37,11 @@ pub fn stop(pid: u32, grace: Duration) -> Stopped {
     // SAFETY: kill only sends a signal; a pid that is gone makes it fail with ESRCH.
     unsafe { libc::kill(target, libc::SIGTERM) };
     if exited_within(pid, grace) {
+        if leads_group && group_remains(pid_t) {
+            // The leader went, something it started did not: it would keep the ports.
+            // SAFETY: as above.
+            unsafe { libc::kill(target, libc::SIGKILL) };
+        }
         return Stopped::Terminated;
     }
     // SAFETY: as above.
@@ -45,6 +51,12 @@ pub fn stop(pid: u32, grace: Duration) -> Stopped {
     } else {
         Stopped::Survived
     }
+}
+
+/// Whether any process of the group `pgid` still runs.
+fn group_remains(pgid: libc::pid_t) -> bool {
+    // SAFETY: signal 0 only checks that the group has a member that may be signalled.
+    unsafe { libc::kill(-pgid, 0) == 0 }
 }
 
 fn exited_within(pid: u32, limit: Duration) -> bool {

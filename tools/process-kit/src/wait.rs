@@ -60,10 +60,13 @@ fn connect(port: u16) -> std::io::Result<TcpStream> {
     TcpStream::connect_timeout(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)), ATTEMPT)
 }
 
-/// The status of one `GET /health`, or `None` when nothing answered with HTTP.
+/// The status of one `GET /health`, or `None` when nothing answered with HTTP within an
+/// attempt's time.
 fn health_status(port: u16) -> Option<u16> {
+    /// More than a status line and headers ever need: past it, it is not a health answer.
+    const MAX_HEAD: usize = 16 * 1024;
+    let deadline = Instant::now() + ATTEMPT;
     let mut stream = connect(port).ok()?;
-    stream.set_read_timeout(Some(ATTEMPT)).ok()?;
     stream.set_write_timeout(Some(ATTEMPT)).ok()?;
     write!(
         stream,
@@ -73,11 +76,18 @@ fn health_status(port: u16) -> Option<u16> {
     let mut answer = Vec::new();
     let mut chunk = [0u8; 1024];
     loop {
-        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut response = httparse::Response::new(&mut headers);
-        if let Ok(httparse::Status::Complete(_)) = response.parse(&answer) {
-            return response.code;
+        match response.parse(&answer) {
+            Ok(httparse::Status::Complete(_)) => return response.code,
+            Ok(httparse::Status::Partial) if answer.len() < MAX_HEAD => {}
+            // Not HTTP, or a head no health answer has.
+            _ => return None,
         }
+        let left = deadline.checked_duration_since(Instant::now())?;
+        stream
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .ok()?;
         match stream.read(&mut chunk).ok()? {
             0 => return None,
             n => answer.extend_from_slice(&chunk[..n]),

@@ -201,3 +201,43 @@ fn a_pid_file_names_a_process_only_while_it_runs_that_program() {
     assert_eq!(pid_from_file(&file, "sleep"), None);
     assert_eq!(pid_from_file(&dir.join("missing.pid"), "sleep"), None);
 }
+
+#[test]
+fn what_outlives_its_leader_after_sigterm_is_killed_too() {
+    // The shell exits on SIGTERM; the worker it started ignores it and would keep running
+    // (and keep its ports) without the group's SIGKILL.
+    let dir = scratch("orphan");
+    let worker_file = dir.join("worker.pid");
+    let script = format!(
+        "(trap '' TERM; exec sleep 30) & echo $! > {}; wait",
+        worker_file.display()
+    );
+    let pid = sh(&script).daemon().unwrap();
+    let waited = Instant::now();
+    let worker = loop {
+        if let Ok(Ok(worker)) =
+            std::fs::read_to_string(&worker_file).map(|s| s.trim().parse::<u32>())
+        {
+            break worker;
+        }
+        assert!(waited.elapsed() < Duration::from_secs(5), "no worker");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Time for the worker to ignore SIGTERM before it comes.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(stop(pid, Duration::from_secs(5)), Stopped::Terminated);
+    let waited = Instant::now();
+    while alive(worker) {
+        assert!(
+            waited.elapsed() < Duration::from_secs(5),
+            "the worker outlived its group's stop"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn pid_1_is_never_signalled() {
+    assert_eq!(stop(1, Duration::from_millis(10)), Stopped::NotRunning);
+    assert_eq!(stop(0, Duration::from_millis(10)), Stopped::NotRunning);
+}
