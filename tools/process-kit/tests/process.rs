@@ -20,6 +20,18 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// The pid a test's shell script wrote into `file`, once it is there.
+fn worker_pid(file: &std::path::Path) -> u32 {
+    let waited = Instant::now();
+    loop {
+        if let Ok(Ok(worker)) = std::fs::read_to_string(file).map(|s| s.trim().parse::<u32>()) {
+            return worker;
+        }
+        assert!(waited.elapsed() < Duration::from_secs(5), "no worker");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn sh(script: &str) -> Launch {
     Launch::new("sh").args(["-c", script])
 }
@@ -83,16 +95,7 @@ fn what_ignores_sigterm_is_killed_with_its_whole_group() {
         worker_file.display()
     );
     let pid = sh(&script).daemon().unwrap();
-    let waited = Instant::now();
-    let worker = loop {
-        if let Ok(Ok(worker)) =
-            std::fs::read_to_string(&worker_file).map(|s| s.trim().parse::<u32>())
-        {
-            break worker;
-        }
-        assert!(waited.elapsed() < Duration::from_secs(5), "no worker");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let worker = worker_pid(&worker_file);
     let grace = Duration::from_millis(400);
     let started = Instant::now();
     assert_eq!(stop(pid, grace), Stopped::Killed);
@@ -213,16 +216,7 @@ fn what_outlives_its_leader_after_sigterm_is_killed_too() {
         worker_file.display()
     );
     let pid = sh(&script).daemon().unwrap();
-    let waited = Instant::now();
-    let worker = loop {
-        if let Ok(Ok(worker)) =
-            std::fs::read_to_string(&worker_file).map(|s| s.trim().parse::<u32>())
-        {
-            break worker;
-        }
-        assert!(waited.elapsed() < Duration::from_secs(5), "no worker");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let worker = worker_pid(&worker_file);
     // Time for the worker to ignore SIGTERM before it comes.
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(stop(pid, Duration::from_secs(5)), Stopped::Terminated);
