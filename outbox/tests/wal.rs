@@ -127,14 +127,16 @@ async fn transactions(
 }
 
 /// Until the server let go of the slot: a stopped reader's walsender ends a moment later,
-/// and only then has it read the reader's last status for sure.
-async fn released(pool: &PgPool, name: &str) {
+/// and only then has it read the reader's last status for sure. Returns the position the
+/// slot was left at.
+async fn released(pool: &PgPool, name: &str) -> Lsn {
     testkit::eventually(Duration::from_secs(10), || async {
         let state = slot::slot_state(pool, name).await.unwrap()?;
-        state.active_pid.is_none().then_some(())
+        state.active_pid.is_none().then_some(state.confirmed)
     })
     .await
-    .expect("the slot is released within 10 s of its reader's stop");
+    .expect("the slot is released within 10 s of its reader's stop")
+    .expect("a logical slot has a confirmed position")
 }
 
 async fn start(url: &SecretString, name: &str) -> Result<OutboxStream, WalError> {
@@ -216,16 +218,7 @@ async fn a_restart_reads_again_exactly_what_was_not_confirmed() {
             stream.confirm(first[confirmed - 1].2);
         }
         stream.stop().await.unwrap();
-        released(&pool, &name).await;
-
-        let flushed: String = sqlx::query_scalar(
-            "select confirmed_flush_lsn::text from pg_replication_slots where slot_name = $1",
-        )
-        .bind(&name)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        let flushed: Lsn = flushed.parse().unwrap();
+        let flushed = released(&pool, &name).await;
         if confirmed > 0 {
             assert_eq!(
                 flushed,
@@ -293,15 +286,7 @@ async fn a_quiet_slot_moves_on_with_heartbeats() {
     };
     stream.confirm(idle);
     stream.stop().await.unwrap();
-    released(&pool, &name).await;
-    let confirmed: String = sqlx::query_scalar(
-        "select confirmed_flush_lsn::text from pg_replication_slots where slot_name = $1",
-    )
-    .bind(&name)
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    let confirmed: Lsn = confirmed.parse().unwrap();
+    let confirmed = released(&pool, &name).await;
     // The message's position is where its record starts; the function returns its end.
     assert!(
         confirmed.as_u64() + 1024 >= before.as_u64(),

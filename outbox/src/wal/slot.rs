@@ -32,6 +32,8 @@ pub struct SlotState {
     pub retained_bytes: i64,
     /// WAL written since the position the relay confirmed, in bytes: its lag.
     pub unconfirmed_bytes: i64,
+    /// The position the relay confirmed last: a restart reads what committed after it.
+    pub confirmed: Option<Lsn>,
 }
 
 /// How much WAL PostgreSQL keeps for a slot before it invalidates it.
@@ -116,22 +118,35 @@ pub async fn slot_state(pool: &PgPool, name: &str) -> Result<Option<SlotState>, 
         wal_status: Option<String>,
         retained: Option<i64>,
         unconfirmed: Option<i64>,
+        confirmed: Option<String>,
     }
     let row: Option<Row> = sqlx::query_as(
         "select active_pid, wal_status,
                 pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint as retained,
-                pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint as unconfirmed
+                pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint as unconfirmed,
+                confirmed_flush_lsn::text as confirmed
          from pg_replication_slots where slot_name = $1 and database = current_database()",
     )
     .bind(name)
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|row| SlotState {
-        active_pid: row.active_pid,
-        wal_status: row.wal_status,
-        retained_bytes: row.retained.unwrap_or(0),
-        unconfirmed_bytes: row.unconfirmed.unwrap_or(0),
-    }))
+    row.map(|row| {
+        let confirmed = row
+            .confirmed
+            .map(|text| {
+                text.parse()
+                    .map_err(|_| WalError::BadValue("confirmed_flush_lsn", text))
+            })
+            .transpose()?;
+        Ok(SlotState {
+            active_pid: row.active_pid,
+            wal_status: row.wal_status,
+            retained_bytes: row.retained.unwrap_or(0),
+            unconfirmed_bytes: row.unconfirmed.unwrap_or(0),
+            confirmed,
+        })
+    })
+    .transpose()
 }
 
 /// Drops the slot `name` and then the publication of that name, when they exist. A slot

@@ -269,16 +269,23 @@ struct Open {
 /// the relay does not read, in any order.
 #[derive(Debug, Clone)]
 struct Columns {
-    id: usize,
-    aggregatetype: usize,
-    aggregateid: usize,
-    event_type: usize,
-    payload: usize,
-    tracingspancontext: Option<usize>,
-    schema_version: Option<usize>,
-    seq: usize,
-    attempts: Option<usize>,
-    created_at: usize,
+    id: Column,
+    aggregatetype: Column,
+    aggregateid: Column,
+    event_type: Column,
+    payload: Column,
+    tracingspancontext: Option<Column>,
+    schema_version: Option<Column>,
+    seq: Column,
+    attempts: Option<Column>,
+    created_at: Column,
+}
+
+/// One column: where its value is in an Insert, and its name for errors.
+#[derive(Debug, Clone, Copy)]
+struct Column {
+    at: usize,
+    name: &'static str,
 }
 
 impl Columns {
@@ -287,7 +294,10 @@ impl Columns {
         if relation.name != "outbox" {
             return Ok(None);
         }
-        let find = |name: &str| relation.columns.iter().position(|c| c == name);
+        let find = |name: &'static str| {
+            let at = relation.columns.iter().position(|c| c == name)?;
+            Some(Column { at, name })
+        };
         let need = |name: &'static str| find(name).ok_or(WalError::MissingColumn(name));
         Ok(Some(Self {
             id: need("id")?,
@@ -304,56 +314,67 @@ impl Columns {
     }
 
     fn event(&self, values: &[Value]) -> Result<PendingEvent, WalError> {
-        let text = |index: usize, name: &'static str| -> Result<Option<String>, WalError> {
-            match values.get(index) {
-                Some(Value::Text(bytes)) => String::from_utf8(bytes.to_vec())
-                    .map(Some)
-                    .map_err(|_| WalError::BadValue(name, "not UTF-8".into())),
-                Some(Value::Null) => Ok(None),
-                Some(Value::Unchanged) | None => Err(WalError::BadValue(name, "missing".into())),
-            }
-        };
-        let required = |index: usize, name: &'static str| {
-            text(index, name)?.ok_or_else(|| WalError::BadValue(name, "null".into()))
-        };
-        let parse = |index: usize, name: &'static str| -> Result<i64, WalError> {
-            required(index, name)?
-                .parse()
-                .map_err(|e: std::num::ParseIntError| WalError::BadValue(name, e.to_string()))
-        };
-        let optional_number = |index: Option<usize>, name: &'static str| -> Result<i64, WalError> {
-            match index {
-                Some(index) => match text(index, name)? {
-                    Some(v) => v.parse().map_err(|e: std::num::ParseIntError| {
-                        WalError::BadValue(name, e.to_string())
-                    }),
-                    None => Ok(0),
-                },
-                None => Ok(0),
-            }
-        };
-        let id = required(self.id, "id")?;
-        let created_at = required(self.created_at, "created_at")?;
+        let row = Row(values);
+        let id = row.required(self.id)?;
+        let created_at = row.required(self.created_at)?;
         Ok(PendingEvent {
             id: Uuid::parse_str(&id).map_err(|e| WalError::BadValue("id", e.to_string()))?,
-            aggregatetype: required(self.aggregatetype, "aggregatetype")?,
-            aggregateid: required(self.aggregateid, "aggregateid")?,
-            event_type: required(self.event_type, "type")?,
-            payload: required(self.payload, "payload")?,
+            aggregatetype: row.required(self.aggregatetype)?,
+            aggregateid: row.required(self.aggregateid)?,
+            event_type: row.required(self.event_type)?,
+            payload: row.required(self.payload)?,
             tracingspancontext: match self.tracingspancontext {
-                Some(index) => text(index, "tracingspancontext")?,
+                Some(column) => row.text(column)?,
                 None => None,
             },
-            schema_version: i32::try_from(
-                optional_number(self.schema_version, "schema_version")?.max(1),
-            )
-            .map_err(|e| WalError::BadValue("schema_version", e.to_string()))?,
-            seq: parse(self.seq, "seq")?,
-            attempts: i32::try_from(optional_number(self.attempts, "attempts")?)
-                .map_err(|e| WalError::BadValue("attempts", e.to_string()))?,
+            // The columns' own defaults when a table predates them.
+            schema_version: row.number_or(self.schema_version, 1)?,
+            seq: row.number(self.seq)?,
+            attempts: row.number_or(self.attempts, 0)?,
             created_at: parse_timestamptz(&created_at)
-                .ok_or_else(|| WalError::BadValue("created_at", created_at.clone()))?,
+                .ok_or(WalError::BadValue("created_at", created_at))?,
         })
+    }
+}
+
+/// An Insert's values, read as the outbox's columns.
+struct Row<'a>(&'a [Value]);
+
+impl Row<'_> {
+    fn text(&self, column: Column) -> Result<Option<String>, WalError> {
+        match self.0.get(column.at) {
+            Some(Value::Text(bytes)) => String::from_utf8(bytes.to_vec())
+                .map(Some)
+                .map_err(|_| WalError::BadValue(column.name, "not UTF-8".into())),
+            Some(Value::Null) => Ok(None),
+            Some(Value::Unchanged) | None => Err(WalError::BadValue(column.name, "missing".into())),
+        }
+    }
+
+    fn required(&self, column: Column) -> Result<String, WalError> {
+        self.text(column)?
+            .ok_or_else(|| WalError::BadValue(column.name, "null".into()))
+    }
+
+    fn number<T: std::str::FromStr<Err = std::num::ParseIntError>>(
+        &self,
+        column: Column,
+    ) -> Result<T, WalError> {
+        self.required(column)?
+            .parse()
+            .map_err(|e: std::num::ParseIntError| WalError::BadValue(column.name, e.to_string()))
+    }
+
+    /// The number in `column`, or `default` when the table has no such column or it is null.
+    fn number_or<T: std::str::FromStr<Err = std::num::ParseIntError>>(
+        &self,
+        column: Option<Column>,
+        default: T,
+    ) -> Result<T, WalError> {
+        match column {
+            Some(column) if self.text(column)?.is_some() => self.number(column),
+            _ => Ok(default),
+        }
     }
 }
 
