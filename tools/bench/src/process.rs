@@ -106,13 +106,9 @@ pub fn peak_rss_kb(pid: u32) -> u64 {
 
 /// CPU time a process has used so far (user + system), from `/proc/<pid>/stat`.
 pub fn cpu_time(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces; the fields after its ')' are fixed.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
+    let ticks = process_kit::proc_stat(pid)?.cpu_ticks;
     Some(Duration::from_secs_f64(
-        (utime + stime) as f64 / clock_ticks_per_second(),
+        ticks as f64 / clock_ticks_per_second(),
     ))
 }
 
@@ -129,41 +125,26 @@ fn clock_ticks_per_second() -> f64 {
 /// The pids of running processes whose command line contains `needle` in its program name
 /// (first word, or the script a Python interpreter runs).
 pub fn pids_named(needle: &str) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+    process_kit::pids()
+        .into_iter()
         .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .ok()
-                .is_some_and(|cmd| {
-                    cmd.split(|b| *b == 0)
-                        .take(2)
-                        .filter_map(|w| std::str::from_utf8(w).ok())
-                        .any(|w| w.rsplit('/').next().is_some_and(|n| n.contains(needle)))
-                })
+            process_kit::cmdline(*pid).is_some_and(|words| {
+                words
+                    .iter()
+                    .take(2)
+                    .any(|w| w.rsplit('/').next().is_some_and(|n| n.contains(needle)))
+            })
         })
         .collect()
 }
 
 /// `root` and the processes whose parent it is.
 fn children_of(root: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let parent = |pid: u32| -> Option<u32> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        stat.rsplit_once(')')?
-            .1
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| *pid == root || parent(*pid) == Some(root))
+    process_kit::pids()
+        .into_iter()
+        .filter(|pid| {
+            *pid == root || process_kit::proc_stat(*pid).is_some_and(|stat| stat.parent == root)
+        })
         .collect()
 }
 

@@ -15,14 +15,53 @@ pub fn alive(pid: u32) -> bool {
     {
         return false;
     }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state is the first field after the command name, which may hold spaces.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z"),
-        Err(_) => false,
-    }
+    proc_stat(pid).is_some_and(|stat| stat.state != 'Z')
+}
+
+/// What `/proc/<pid>/stat` says of a process, as far as the stack and the bench ask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    /// `R`, `S`, `D`, `T` (stopped), `Z` (zombie), ...
+    pub state: char,
+    pub parent: u32,
+    /// CPU time used so far, user and system, in clock ticks (`sysconf(_SC_CLK_TCK)`).
+    pub cpu_ticks: u64,
+}
+
+/// `/proc/<pid>/stat` of a process, or `None` when it is gone.
+pub fn proc_stat(pid: u32) -> Option<ProcStat> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses; the fields after its last
+    // ')' are fixed: state, parent, ..., utime (14th of the line), stime (15th).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(ProcStat {
+        state: fields.first()?.chars().next()?,
+        parent: fields.get(1)?.parse().ok()?,
+        cpu_ticks: utime + stime,
+    })
+}
+
+/// A process's command line, word by word, or `None` when it is gone or not ours to read.
+pub fn cmdline(pid: u32) -> Option<Vec<String>> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(
+        raw.split(|b| *b == 0)
+            .filter(|w| !w.is_empty())
+            .map(|w| String::from_utf8_lossy(w).into_owned())
+            .collect(),
+    )
+}
+
+/// Every process running now.
+pub fn pids() -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
 }
 
 /// The pid recorded in `file`, when that process runs and its command line contains `matching`.
@@ -31,16 +70,10 @@ pub fn pid_from_file(file: &Path, matching: &str) -> Option<u32> {
     if !alive(pid) {
         return None;
     }
-    match std::fs::read(format!("/proc/{pid}/cmdline")) {
-        Ok(cmdline) => {
-            let words: Vec<String> = cmdline
-                .split(|b| *b == 0)
-                .map(|w| String::from_utf8_lossy(w).into_owned())
-                .collect();
-            words.join(" ").contains(matching).then_some(pid)
-        }
+    match cmdline(pid) {
+        Some(words) => words.join(" ").contains(matching).then_some(pid),
         // Not ours to read: trust the file, as `kill -0` does.
-        Err(_) => Some(pid),
+        None => Some(pid),
     }
 }
 

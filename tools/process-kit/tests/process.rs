@@ -235,3 +235,37 @@ fn pid_1_is_never_signalled() {
     assert_eq!(stop(1, Duration::from_millis(10)), Stopped::NotRunning);
     assert_eq!(stop(0, Duration::from_millis(10)), Stopped::NotRunning);
 }
+
+#[test]
+fn proc_stat_reads_state_parent_and_cpu_past_an_odd_command_name() {
+    // A command name with a space and a parenthesis: the fields after it still parse.
+    let dir = scratch("odd-name");
+    let program = dir.join("odd ) name");
+    std::fs::copy("/bin/sleep", &program).unwrap();
+    let mut child = Launch::new(&program).args(["30"]).child().unwrap();
+    let pid = child.id();
+    let waited = Instant::now();
+    let stat = loop {
+        let stat = process_kit::proc_stat(pid).expect("a running child has a stat");
+        if stat.state == 'S' {
+            break stat;
+        }
+        assert!(waited.elapsed() < Duration::from_secs(5), "{stat:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(stat.parent, std::process::id());
+    assert!(process_kit::pids().contains(&pid));
+    assert_eq!(
+        process_kit::cmdline(pid).unwrap(),
+        vec![program.display().to_string(), "30".to_owned()]
+    );
+    child.kill().unwrap();
+    let waited = Instant::now();
+    while process_kit::proc_stat(pid).map(|s| s.state) != Some('Z') {
+        assert!(waited.elapsed() < Duration::from_secs(5), "no zombie");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!alive(pid), "a zombie is not alive");
+    child.wait().unwrap();
+    assert_eq!(process_kit::proc_stat(pid), None);
+}
