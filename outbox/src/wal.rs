@@ -11,7 +11,8 @@
 //!   by their transactions, with the position to confirm after each; a restart reads again
 //!   from the last confirmed position, so confirming only what the broker acknowledged keeps
 //!   the relay at least once.
-//! - `pgoutput.rs`: the decoder of the two `pgoutput` messages that matter here.
+//! - `pgoutput.rs`: the decoder of the two `pgoutput` messages that matter here, and
+//!   `row.rs`: an Insert's values as the outbox's columns.
 //!
 //! The replication client is `pgwire-replication`: it reports to the server exactly the
 //! position it is told is safe and nothing else, and when the relay stops taking events it
@@ -21,6 +22,7 @@
 //! [`relay::PendingEvent`]: crate::relay::PendingEvent
 
 mod pgoutput;
+mod row;
 pub mod slot;
 mod stream;
 
