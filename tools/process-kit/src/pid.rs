@@ -1,7 +1,11 @@
 //! Which process a pid names, and whether it still runs. A pid file outlives its process, and
 //! the kernel reuses pids: a live pid is that component only if its command line says so.
 
-use std::{io, path::Path};
+use std::{
+    io,
+    path::Path,
+    time::{Duration, Instant},
+};
 
 /// Whether `pid` runs: it exists and is not a zombie (a zombie has exited; only its parent has
 /// not read its status yet).
@@ -70,10 +74,25 @@ pub fn pid_from_file(file: &Path, matching: &str) -> Option<u32> {
     if !alive(pid) {
         return None;
     }
-    match cmdline(pid) {
+    match settled_cmdline(pid) {
         Some(words) => words.join(" ").contains(matching).then_some(pid),
         // Not ours to read: trust the file, as `kill -0` does.
         None => Some(pid),
+    }
+}
+
+/// The command line of a process that may be inside `execve` right now: the kernel lets a
+/// vfork parent (and so `Command::spawn`) go on before the new program's arguments are in
+/// place, and meanwhile `/proc/<pid>/cmdline` reads empty. An empty line that stays empty for
+/// 100 ms is a kernel thread's or a zombie's, and names no program.
+fn settled_cmdline(pid: u32) -> Option<Vec<String>> {
+    let give_up = Instant::now() + Duration::from_millis(100);
+    loop {
+        let words = cmdline(pid)?;
+        if !words.is_empty() || Instant::now() >= give_up {
+            return Some(words);
+        }
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
