@@ -258,12 +258,13 @@ impl<S: Source> Relay<S> {
         &self.pool
     }
 
-    /// Starts everything this database's relay does, in the current process: its claim loops
-    /// ([`Relay::run`]), retention ([`Relay::run_cleaner`]) and gauges ([`Relay::run_gauges`]).
+    /// Starts everything this database's relay does, in the current process: its source's
+    /// background work ([`Source::run`]), its claim loops ([`Relay::run`]), retention ([`Relay::run_cleaner`]) and gauges ([`Relay::run_gauges`]).
     /// They stop on `shutdown`; [`Running::stopped`] waits for that. The standalone relay starts
     /// one per database; a service that embeds the relay starts one for its own database.
     pub fn start(&self, shutdown: &CancellationToken) -> Running {
         let tasks = [
+            tokio::spawn(self.source.clone().run(shutdown.clone())),
             tokio::spawn(self.clone().run(shutdown.clone())),
             tokio::spawn(self.clone().run_cleaner(shutdown.clone())),
             tokio::spawn(self.clone().run_gauges(shutdown.clone())),
@@ -291,6 +292,7 @@ impl<S: Source> Relay<S> {
             self.pool.clone(),
             self.settings.clone(),
             self.flow.clone(),
+            self.source.wake(),
         );
         let mut errors = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         // Rows may be waiting from before the start: claim at once, as after a full batch.

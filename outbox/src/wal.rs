@@ -21,15 +21,25 @@
 //!
 //! [`relay::PendingEvent`]: crate::relay::PendingEvent
 
+mod commits;
+mod held;
 mod pgoutput;
+mod reader;
 mod row;
 pub mod slot;
+mod source;
 mod stream;
+mod window;
 
 pub use pgoutput::DecodeError;
 pub use pgwire_replication::Lsn;
 pub use slot::{SlotCreated, SlotState, WalKeep};
+pub use source::{Claimed, ReaderState, WalSettings, WalSource};
 pub use stream::{OutboxStream, StreamConfig, WalEvent};
+
+/// Where the WAL relay keeps the events it could not publish, and the later events of their
+/// aggregates (`migrations/0006_outbox_wal_held.sql`, and [`WalSource`]).
+pub(crate) const HELD_TABLE: &str = "outbox_wal_held";
 
 /// What can go wrong reading the outbox from the WAL.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +71,9 @@ pub enum WalError {
     SlotUnusable(String),
     #[error("replication: {0}")]
     Replication(pgwire_replication::PgWireError),
+    /// The server ended the stream without being asked to.
+    #[error("the server ended the replication stream")]
+    Ended,
     #[error(transparent)]
     Decode(#[from] DecodeError),
     #[error("an insert into a table the stream was not told about (relation {0})")]

@@ -9,6 +9,10 @@
 //! nor skipped since (`parked_at is not null and published_at is null and skipped_at is null`),
 //! so none can touch a row the others would not. Each statement is written out whole, so that
 //! what runs is what is read.
+//!
+//! Each one reads or changes both tables where a parked event can be: `outbox` (the polling
+//! relay's) and `outbox_wal_held` (the WAL relay's, `crate::wal`). The one a relay does not use
+//! is empty, so the same calls serve either mode.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -74,12 +78,18 @@ pub async fn parked(
 ) -> Result<Vec<ParkedEvent>, sqlx::Error> {
     let mut events: Vec<ParkedEvent> = sqlx::query_as(
         "select id, type, aggregatetype, aggregateid, attempts, last_error, created_at, parked_at
-         from outbox
+         from (select 0 as held, id, type, aggregatetype, aggregateid, attempts, last_error,
+                      created_at, parked_at, published_at, skipped_at, seq
+               from outbox
+               union all
+               select 1, id, type, aggregatetype, aggregateid, attempts, last_error,
+                      created_at, parked_at, published_at, skipped_at, seq
+               from outbox_wal_held) o
          where parked_at is not null and published_at is null and skipped_at is null
            and (position($1 in coalesce(last_error, '')) > 0 or $1 is null)
            and ($2::timestamptz is null or parked_at >= $2)
            and ($3::timestamptz is null or parked_at < $3)
-         order by seq",
+         order by held, seq",
     )
     .bind(&filter.error)
     .bind(filter.parked_from)
@@ -95,19 +105,29 @@ pub async fn parked(
 /// Every parked event `filter` takes is due again at once, attempts reset; how many. Each
 /// aggregate's events still go out in order: the relay claims them by `seq`.
 pub async fn retry_parked(pool: &PgPool, filter: &ParkedFilter) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
-        "update outbox set parked_at = null, attempts = 0, next_attempt_at = null
-         where parked_at is not null and published_at is null and skipped_at is null
-           and (position($1 in coalesce(last_error, '')) > 0 or $1 is null)
-           and ($2::timestamptz is null or parked_at >= $2)
-           and ($3::timestamptz is null or parked_at < $3)",
+    let done: i64 = sqlx::query_scalar(
+        "with polled as (
+             update outbox set parked_at = null, attempts = 0, next_attempt_at = null
+             where parked_at is not null and published_at is null and skipped_at is null
+               and (position($1 in coalesce(last_error, '')) > 0 or $1 is null)
+               and ($2::timestamptz is null or parked_at >= $2)
+               and ($3::timestamptz is null or parked_at < $3)
+             returning 1),
+         held as (
+             update outbox_wal_held set parked_at = null, attempts = 0, next_attempt_at = null
+             where parked_at is not null and published_at is null and skipped_at is null
+               and (position($1 in coalesce(last_error, '')) > 0 or $1 is null)
+               and ($2::timestamptz is null or parked_at >= $2)
+               and ($3::timestamptz is null or parked_at < $3)
+             returning 1)
+         select (select count(*) from polled) + (select count(*) from held)",
     )
     .bind(&filter.error)
     .bind(filter.parked_from)
     .bind(filter.parked_to)
-    .execute(pool)
+    .fetch_one(pool)
     .await?;
-    Ok(done.rows_affected())
+    Ok(done.unsigned_abs())
 }
 
 /// Every parked event of one aggregate is due again at once; how many.
@@ -116,39 +136,65 @@ pub async fn retry_aggregate(
     aggregatetype: &str,
     aggregateid: &str,
 ) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
-        "update outbox set parked_at = null, attempts = 0, next_attempt_at = null
-         where aggregatetype = $1 and aggregateid = $2
-           and parked_at is not null and published_at is null and skipped_at is null",
+    let done: i64 = sqlx::query_scalar(
+        "with polled as (
+             update outbox set parked_at = null, attempts = 0, next_attempt_at = null
+             where aggregatetype = $1 and aggregateid = $2
+               and parked_at is not null and published_at is null and skipped_at is null
+             returning 1),
+         held as (
+             update outbox_wal_held set parked_at = null, attempts = 0, next_attempt_at = null
+             where aggregatetype = $1 and aggregateid = $2
+               and parked_at is not null and published_at is null and skipped_at is null
+             returning 1)
+         select (select count(*) from polled) + (select count(*) from held)",
     )
     .bind(aggregatetype)
     .bind(aggregateid)
-    .execute(pool)
+    .fetch_one(pool)
     .await?;
-    Ok(done.rows_affected())
+    Ok(done.unsigned_abs())
 }
 
 /// Retries the event `id` if it is parked: due again now, attempts reset.
 pub async fn retry(pool: &PgPool, id: Uuid) -> Result<Acted, sqlx::Error> {
-    let done = sqlx::query(
-        "update outbox set parked_at = null, attempts = 0, next_attempt_at = null
-         where id = $1 and parked_at is not null and published_at is null and skipped_at is null",
+    let done: i64 = sqlx::query_scalar(
+        "with polled as (
+             update outbox set parked_at = null, attempts = 0, next_attempt_at = null
+             where id = $1
+               and parked_at is not null and published_at is null and skipped_at is null
+             returning 1),
+         held as (
+             update outbox_wal_held set parked_at = null, attempts = 0, next_attempt_at = null
+             where id = $1
+               and parked_at is not null and published_at is null and skipped_at is null
+             returning 1)
+         select (select count(*) from polled) + (select count(*) from held)",
     )
     .bind(id)
-    .execute(pool)
+    .fetch_one(pool)
     .await?;
-    Ok(Acted::of(done.rows_affected()))
+    Ok(Acted::of(done.unsigned_abs()))
 }
 
 /// Skips the event `id` if it is parked: never published, no longer blocking its aggregate. It
 /// stays in the table (until retention) for the record.
 pub async fn skip(pool: &PgPool, id: Uuid) -> Result<Acted, sqlx::Error> {
-    let done = sqlx::query(
-        "update outbox set skipped_at = now()
-         where id = $1 and parked_at is not null and published_at is null and skipped_at is null",
+    let done: i64 = sqlx::query_scalar(
+        "with polled as (
+             update outbox set skipped_at = now()
+             where id = $1
+               and parked_at is not null and published_at is null and skipped_at is null
+             returning 1),
+         held as (
+             update outbox_wal_held set skipped_at = now()
+             where id = $1
+               and parked_at is not null and published_at is null and skipped_at is null
+             returning 1)
+         select (select count(*) from polled) + (select count(*) from held)",
     )
     .bind(id)
-    .execute(pool)
+    .fetch_one(pool)
     .await?;
-    Ok(Acted::of(done.rows_affected()))
+    Ok(Acted::of(done.unsigned_abs()))
 }

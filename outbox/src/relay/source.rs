@@ -12,10 +12,13 @@
 //! `outbox` table, claims under row locks and marks in the same transaction. A source that
 //! tails the WAL is another implementation of this trait, and a test can wrap either.
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use super::RelayError;
 
@@ -99,4 +102,18 @@ pub trait Source: Clone + Send + Sync + 'static {
         held: Self::Held,
         marks: Marks,
     ) -> impl Future<Output = Result<(), RelayError>> + Send;
+
+    /// What the source does in the background while the relay runs (the WAL source's reader),
+    /// until `shutdown`. [`super::Relay::start`] runs it beside the claim loops. Nothing, for
+    /// a source that only answers claims.
+    fn run(self, shutdown: CancellationToken) -> impl Future<Output = ()> + Send {
+        let _ = shutdown;
+        async {}
+    }
+
+    /// Notified when the source has new events: an idle claim loop claims then, besides on a
+    /// writer's `NOTIFY` and its poll interval. `None` when only those announce events.
+    fn wake(&self) -> Option<Arc<Notify>> {
+        None
+    }
 }

@@ -13,11 +13,23 @@ use super::{AfterFailure, Batch, Marks, PendingEvent, RelayError, Source};
 #[derive(Clone)]
 pub struct OutboxTable {
     pool: PgPool,
+    /// `outbox`, or a table of the same columns (the WAL relay's `outbox_wal_held`).
+    table: &'static str,
 }
 
 impl OutboxTable {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            table: "outbox",
+        }
+    }
+
+    /// Another table of the outbox's columns, claimed and marked as the polling relay does
+    /// its rows: the WAL relay's held events.
+    #[cfg_attr(not(feature = "wal"), allow(dead_code))]
+    pub(crate) fn named(pool: PgPool, table: &'static str) -> Self {
+        Self { pool, table }
     }
 }
 
@@ -28,24 +40,25 @@ impl Source for OutboxTable {
     /// aggregate, and keeps, per aggregate, those before its gate.
     async fn claim(&self, limit: i64) -> Result<Option<Batch<Self::Held>>, RelayError> {
         let mut tx = self.pool.begin().await?;
-        let rows: Vec<PendingEvent> = sqlx::query_as(
+        let table = self.table;
+        let rows: Vec<PendingEvent> = sqlx::query_as(&format!(
             "select o.id, o.aggregatetype, o.aggregateid, o.type, o.payload::text as payload,
                     o.tracingspancontext, o.schema_version, o.seq, o.attempts, o.created_at
-             from outbox o
+             from {table} o
              where o.published_at is null and o.skipped_at is null and o.parked_at is null
                and (o.next_attempt_at is null or o.next_attempt_at <= now())
                -- Not behind a stuck event of its aggregate (parked, or waiting for its
                -- retry): it could only be deferred, and would starve every other aggregate.
                and not exists (
-                   select 1 from outbox s
+                   select 1 from {table} s
                    where s.aggregatetype = o.aggregatetype and s.aggregateid = o.aggregateid
                      and s.seq < o.seq
                      and s.published_at is null and s.skipped_at is null
                      and (s.parked_at is not null or s.next_attempt_at > now()))
              order by o.seq
              limit $1
-             for update of o skip locked",
-        )
+             for update of o skip locked"
+        ))
         .bind(limit)
         .fetch_all(&mut *tx)
         .await?;
@@ -63,18 +76,18 @@ impl Source for OutboxTable {
         let (types, ids): (Vec<&str>, Vec<&str>) = aggregates.into_iter().unzip();
         // Per aggregate, walk its pending rows in seq order (the by-aggregate index) and stop
         // at the first one that is not ours.
-        let gates: Vec<(String, String, i64)> = sqlx::query_as(
+        let gates: Vec<(String, String, i64)> = sqlx::query_as(&format!(
             "select c.aggregatetype, c.aggregateid, g.seq
              from unnest($1::text[], $2::text[]) as c(aggregatetype, aggregateid)
              cross join lateral (
-                 select o.seq from outbox o
+                 select o.seq from {table} o
                  where o.aggregatetype = c.aggregatetype and o.aggregateid = c.aggregateid
                    and o.published_at is null and o.skipped_at is null
                    and o.id <> all($3)
                  order by o.seq
                  limit 1
-             ) g",
-        )
+             ) g"
+        ))
         .bind(&types)
         .bind(&ids)
         .bind(&claimed_ids)
@@ -104,15 +117,16 @@ impl Source for OutboxTable {
     /// The writes of step 4, in the claim's transaction, then its commit.
     async fn mark(&self, mut tx: Self::Held, marks: Marks) -> Result<(), RelayError> {
         for failure in &marks.failed {
-            sqlx::query(
-                "update outbox
+            sqlx::query(&format!(
+                "update {}
                  set attempts = attempts + 1, last_error = $2,
                      -- From now, not from the claim's start (now()), which may be most of
                      -- a batch deadline ago.
                      next_attempt_at = clock_timestamp() + make_interval(secs => $3),
                      parked_at = case when $4 then now() end
                  where id = $1",
-            )
+                self.table
+            ))
             .bind(failure.id)
             .bind(&failure.reason)
             .bind(failure.retry_in.as_secs_f64())
@@ -123,12 +137,13 @@ impl Source for OutboxTable {
         if !marks.published.is_empty() {
             // clock_timestamp(), not now(): the claim transaction started before the sends, and
             // `published_at - created_at` should say how long an event waited for the relay.
-            sqlx::query(
-                "update outbox
+            sqlx::query(&format!(
+                "update {}
                  set published_at = clock_timestamp(), attempts = attempts + 1, last_error = null,
                      next_attempt_at = null
                  where id = any($1)",
-            )
+                self.table
+            ))
             .bind(&marks.published)
             .execute(&mut *tx)
             .await?;

@@ -8,8 +8,10 @@
 //!   a claim, a mark and a broker round trip (measured in back-to-back runs at 200 orders/s:
 //!   PostgreSQL's CPU 49 % -> 44 % of a core, p99 from order to inventory about a tenth lower).
 //! - **Idle**: on a writer's `NOTIFY outbox` (sent right after its commit by
-//!   `outbox::Writer::commit`), after `debounce` (5 ms) so that a burst is one batch; or every
-//!   `poll_interval`, the fallback for a lost notification or a writer that sends none.
+//!   `outbox::Writer::commit`) or the source's own wake-up ([`super::Source::wake`]: the WAL
+//!   reader's, when it read an event), after `debounce` (5 ms) so that a burst is one batch;
+//!   or every `poll_interval`, the fallback for a lost notification or a writer that sends
+//!   none.
 //! - **A failed batch** (database or broker unreachable): after a backoff.
 
 use std::{
@@ -18,6 +20,7 @@ use std::{
 };
 
 use sqlx::{postgres::PgListener, PgPool};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{BatchReport, RelaySettings};
@@ -71,16 +74,25 @@ pub struct Pace {
     settings: RelaySettings,
     flow: Flow,
     listener: Option<PgListener>,
+    /// The source's wake-up, if it has one.
+    wake: Option<Arc<Notify>>,
 }
 
 impl Pace {
-    pub fn new(database: String, pool: PgPool, settings: RelaySettings, flow: Flow) -> Self {
+    pub fn new(
+        database: String,
+        pool: PgPool,
+        settings: RelaySettings,
+        flow: Flow,
+        wake: Option<Arc<Notify>>,
+    ) -> Self {
         Self {
             database,
             pool,
             settings,
             flow,
             listener: None,
+            wake,
         }
     }
 
@@ -114,6 +126,12 @@ impl Pace {
             tokio::select! {
                 _ = shutdown.cancelled() => return false,
                 _ = &mut poll => return true,
+                () = woken(self.wake.as_deref()) => {
+                    if !self.flow.within(self.settings.busy_poll) {
+                        tokio::time::sleep(self.settings.debounce).await;
+                        return true;
+                    }
+                }
                 notified = notification(&mut self.listener) => match notified {
                     // Another loop of this database publishes and claims again shortly.
                     Ok(()) if self.flow.within(self.settings.busy_poll) => self.drain(),
@@ -144,6 +162,14 @@ impl Pace {
         if let Some(listener) = &mut self.listener {
             while listener.next_buffered().is_some() {}
         }
+    }
+}
+
+/// The source's next wake-up; never, for a source without one.
+async fn woken(wake: Option<&Notify>) {
+    match wake {
+        Some(wake) => wake.notified().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -8,3 +8,4 @@ mod relay;
 mod relays;
 mod source;
 mod torture;
+mod wal;
