@@ -64,31 +64,32 @@ ensure_logical_cluster() {
   fi
   # Slots and walsenders for Debezium, our WAL relay and the tests that run side by side
   # (each test has a slot of its own; one that failed may leave it until the next run).
-  local want
+  local want slots=40
   want=$(printf '%s\n' "# written by scripts/stack: logical decoding for Debezium and the WAL relay" \
     "listen_addresses = '127.0.0.1'" 'wal_level = logical' \
-    'max_replication_slots = 40' 'max_wal_senders = 40')
+    "max_replication_slots = $slots" "max_wal_senders = $slots")
   conf="/etc/postgresql/$ver/$LOGICAL_CLUSTER/conf.d/90-outbox-logical.conf"
   [[ -f $conf && $(<"$conf") == "$want" ]] || printf '%s\n' "$want" | as_root tee "$conf" >/dev/null
   if ! pg_isready -h "$PG_HOST" -p "$LOGICAL_PORT" -q; then
     log "postgres: starting cluster $ver/$LOGICAL_CLUSTER"
     as_root pg_ctlcluster --skip-systemctl-redirect "$ver" "$LOGICAL_CLUSTER" start
   fi
-  local i
-  for ((i = 0; i < 60; i++)); do
-    pg_isready -h "$PG_HOST" -p "$LOGICAL_PORT" -q && break
-    sleep 0.5
-  done
-  if [[ $(logical_psql -c 'show max_replication_slots') != 40 ]]; then
+  wait_logical_ready
+  if [[ $(logical_psql -c 'show max_replication_slots') != "$slots" ]]; then
     log "postgres: restarting cluster $ver/$LOGICAL_CLUSTER for its new settings"
     restart_logical_cluster
-    for ((i = 0; i < 60; i++)); do
-      pg_isready -h "$PG_HOST" -p "$LOGICAL_PORT" -q && break
-      sleep 0.5
-    done
+    wait_logical_ready
   fi
   [[ $(logical_psql -c 'show wal_level') == logical ]] ||
     die "the cluster on port $LOGICAL_PORT does not run with wal_level=logical"
+}
+
+wait_logical_ready() { # up to 30 s
+  local i
+  for ((i = 0; i < 60; i++)); do
+    pg_isready -h "$PG_HOST" -p "$LOGICAL_PORT" -q && return 0
+    sleep 0.5
+  done
 }
 
 restart_logical_cluster() {

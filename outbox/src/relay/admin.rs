@@ -7,12 +7,12 @@
 //! attempt count reset) or **skip** (the row is kept with `skipped_at`, never published, and its
 //! aggregate goes on). Every statement acts only on a row that is parked and neither published
 //! nor skipped since (`parked_at is not null and published_at is null and skipped_at is null`),
-//! so none can touch a row the others would not. Each statement is written out whole, so that
-//! what runs is what is read.
+//! so none can touch a row the others would not.
 //!
 //! Each one reads or changes both tables where a parked event can be: `outbox` (the polling
 //! relay's) and `outbox_wal_held` (the WAL relay's, `crate::wal`). The one a relay does not use
-//! is empty, so the same calls serve either mode.
+//! is empty, so the same calls serve either mode. A change is written once and made on both
+//! (`on_both_tables`), so that the two can never be treated differently.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -69,6 +69,27 @@ impl Acted {
     }
 }
 
+/// The rows every statement here acts on: parked, and neither published nor skipped since.
+const PARKED: &str = "parked_at is not null and published_at is null and skipped_at is null";
+
+/// The rows a [`ParkedFilter`] takes, bound as $1 (the error text), $2 and $3 (the range).
+const FILTERED: &str = "(position($1 in coalesce(last_error, '')) > 0 or $1 is null)
+    and ($2::timestamptz is null or parked_at >= $2)
+    and ($3::timestamptz is null or parked_at < $3)";
+
+/// What a retry sets: due again at once, its attempts reset.
+const DUE_AGAIN: &str = "parked_at = null, attempts = 0, next_attempt_at = null";
+
+/// `update … set {set}` on the [`PARKED`] rows that `rows` takes, in `outbox` and in
+/// `outbox_wal_held`, in one statement that returns how many rows it changed.
+fn on_both_tables(set: &str, rows: &str) -> String {
+    format!(
+        "with polled as (update outbox set {set} where {PARKED} and {rows} returning 1),
+              held as (update outbox_wal_held set {set} where {PARKED} and {rows} returning 1)
+         select (select count(*) from polled) + (select count(*) from held)"
+    )
+}
+
 /// The parked events of the database behind `pool` that `filter` takes, oldest first, each
 /// labelled with `database`.
 pub async fn parked(
@@ -76,7 +97,7 @@ pub async fn parked(
     database: &str,
     filter: &ParkedFilter,
 ) -> Result<Vec<ParkedEvent>, sqlx::Error> {
-    let mut events: Vec<ParkedEvent> = sqlx::query_as(
+    let mut events: Vec<ParkedEvent> = sqlx::query_as(&format!(
         "select id, type, aggregatetype, aggregateid, attempts, last_error, created_at, parked_at
          from (select 0 as held, id, type, aggregatetype, aggregateid, attempts, last_error,
                       created_at, parked_at, published_at, skipped_at, seq
@@ -85,12 +106,9 @@ pub async fn parked(
                select 1, id, type, aggregatetype, aggregateid, attempts, last_error,
                       created_at, parked_at, published_at, skipped_at, seq
                from outbox_wal_held) o
-         where parked_at is not null and published_at is null and skipped_at is null
-           and (position($1 in coalesce(last_error, '')) > 0 or $1 is null)
-           and ($2::timestamptz is null or parked_at >= $2)
-           and ($3::timestamptz is null or parked_at < $3)
-         order by held, seq",
-    )
+         where {PARKED} and {FILTERED}
+         order by held, seq"
+    ))
     .bind(&filter.error)
     .bind(filter.parked_from)
     .bind(filter.parked_to)
@@ -105,28 +123,12 @@ pub async fn parked(
 /// Every parked event `filter` takes is due again at once, attempts reset; how many. Each
 /// aggregate's events still go out in order: the relay claims them by `seq`.
 pub async fn retry_parked(pool: &PgPool, filter: &ParkedFilter) -> Result<u64, sqlx::Error> {
-    let done: i64 = sqlx::query_scalar(
-        "with polled as (
-             update outbox set parked_at = null, attempts = 0, next_attempt_at = null
-             where parked_at is not null and published_at is null and skipped_at is null
-               and (position($1 in coalesce(last_error, '')) > 0 or $1 is null)
-               and ($2::timestamptz is null or parked_at >= $2)
-               and ($3::timestamptz is null or parked_at < $3)
-             returning 1),
-         held as (
-             update outbox_wal_held set parked_at = null, attempts = 0, next_attempt_at = null
-             where parked_at is not null and published_at is null and skipped_at is null
-               and (position($1 in coalesce(last_error, '')) > 0 or $1 is null)
-               and ($2::timestamptz is null or parked_at >= $2)
-               and ($3::timestamptz is null or parked_at < $3)
-             returning 1)
-         select (select count(*) from polled) + (select count(*) from held)",
-    )
-    .bind(&filter.error)
-    .bind(filter.parked_from)
-    .bind(filter.parked_to)
-    .fetch_one(pool)
-    .await?;
+    let done: i64 = sqlx::query_scalar(&on_both_tables(DUE_AGAIN, FILTERED))
+        .bind(&filter.error)
+        .bind(filter.parked_from)
+        .bind(filter.parked_to)
+        .fetch_one(pool)
+        .await?;
     Ok(done.unsigned_abs())
 }
 
@@ -136,19 +138,10 @@ pub async fn retry_aggregate(
     aggregatetype: &str,
     aggregateid: &str,
 ) -> Result<u64, sqlx::Error> {
-    let done: i64 = sqlx::query_scalar(
-        "with polled as (
-             update outbox set parked_at = null, attempts = 0, next_attempt_at = null
-             where aggregatetype = $1 and aggregateid = $2
-               and parked_at is not null and published_at is null and skipped_at is null
-             returning 1),
-         held as (
-             update outbox_wal_held set parked_at = null, attempts = 0, next_attempt_at = null
-             where aggregatetype = $1 and aggregateid = $2
-               and parked_at is not null and published_at is null and skipped_at is null
-             returning 1)
-         select (select count(*) from polled) + (select count(*) from held)",
-    )
+    let done: i64 = sqlx::query_scalar(&on_both_tables(
+        DUE_AGAIN,
+        "aggregatetype = $1 and aggregateid = $2",
+    ))
     .bind(aggregatetype)
     .bind(aggregateid)
     .fetch_one(pool)
@@ -158,43 +151,19 @@ pub async fn retry_aggregate(
 
 /// Retries the event `id` if it is parked: due again now, attempts reset.
 pub async fn retry(pool: &PgPool, id: Uuid) -> Result<Acted, sqlx::Error> {
-    let done: i64 = sqlx::query_scalar(
-        "with polled as (
-             update outbox set parked_at = null, attempts = 0, next_attempt_at = null
-             where id = $1
-               and parked_at is not null and published_at is null and skipped_at is null
-             returning 1),
-         held as (
-             update outbox_wal_held set parked_at = null, attempts = 0, next_attempt_at = null
-             where id = $1
-               and parked_at is not null and published_at is null and skipped_at is null
-             returning 1)
-         select (select count(*) from polled) + (select count(*) from held)",
-    )
-    .bind(id)
-    .fetch_one(pool)
-    .await?;
+    let done: i64 = sqlx::query_scalar(&on_both_tables(DUE_AGAIN, "id = $1"))
+        .bind(id)
+        .fetch_one(pool)
+        .await?;
     Ok(Acted::of(done.unsigned_abs()))
 }
 
 /// Skips the event `id` if it is parked: never published, no longer blocking its aggregate. It
 /// stays in the table (until retention) for the record.
 pub async fn skip(pool: &PgPool, id: Uuid) -> Result<Acted, sqlx::Error> {
-    let done: i64 = sqlx::query_scalar(
-        "with polled as (
-             update outbox set skipped_at = now()
-             where id = $1
-               and parked_at is not null and published_at is null and skipped_at is null
-             returning 1),
-         held as (
-             update outbox_wal_held set skipped_at = now()
-             where id = $1
-               and parked_at is not null and published_at is null and skipped_at is null
-             returning 1)
-         select (select count(*) from polled) + (select count(*) from held)",
-    )
-    .bind(id)
-    .fetch_one(pool)
-    .await?;
+    let done: i64 = sqlx::query_scalar(&on_both_tables("skipped_at = now()", "id = $1"))
+        .bind(id)
+        .fetch_one(pool)
+        .await?;
     Ok(Acted::of(done.unsigned_abs()))
 }

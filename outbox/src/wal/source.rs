@@ -166,20 +166,20 @@ impl Source for WalSource {
     type Held = Claimed;
 
     async fn claim(&self, limit: i64) -> Result<Option<Batch<Self::Held>>, RelayError> {
-        let limit = usize::try_from(limit).unwrap_or(0);
         let mut holding = self.inner.holding.lock().await;
         let mut held_batch = None;
         if !holding.is_empty() {
             *holding = held::aggregates(&self.inner.pool).await?;
             self.hold_arrivals(&holding).await?;
-            held_batch = self.inner.held.claim(limit as i64).await?;
+            held_batch = self.inner.held.claim(limit).await?;
         }
         let (mut chains, mut deferred, tx) = match held_batch {
             Some(batch) => (batch.chains, batch.deferred, Some(batch.held)),
             None => (Vec::new(), 0, None),
         };
         let used: usize = chains.iter().map(Vec::len).sum::<usize>() + deferred;
-        let taken = self.window().claim(limit.saturating_sub(used), &holding);
+        let left = usize::try_from(limit).unwrap_or(0).saturating_sub(used);
+        let taken = self.window().claim(left, &holding);
         drop(holding);
         let claim = Claimed::new(
             self.clone(),

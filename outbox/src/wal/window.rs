@@ -22,15 +22,13 @@ use crate::relay::PendingEvent;
 /// An aggregate: its type and id.
 pub(super) type Aggregate = (String, String);
 
-fn aggregate_of(event: &PendingEvent) -> Aggregate {
-    (event.aggregatetype.clone(), event.aggregateid.clone())
-}
-
 /// Where an event was read, for the claim that holds it.
 pub(super) type Ordinal = u64;
 
 #[derive(Debug)]
 struct Entry {
+    /// Its aggregate, made once: every claim looks it up.
+    aggregate: Aggregate,
     event: PendingEvent,
     /// Its transaction; `None` once a restart dropped the transactions read before it.
     txn: Option<TxnId>,
@@ -91,6 +89,7 @@ impl Window {
         self.entries.insert(
             self.next,
             Entry {
+                aggregate: (event.aggregatetype.clone(), event.aggregateid.clone()),
                 event,
                 txn,
                 claimed: false,
@@ -114,11 +113,11 @@ impl Window {
             if entry.claimed {
                 continue;
             }
-            let key = aggregate_of(&entry.event);
-            if held_elsewhere.contains(&key) {
+            let key = &entry.aggregate;
+            if held_elsewhere.contains(key) {
                 continue;
             }
-            if self.in_flight.contains_key(&key) {
+            if self.in_flight.contains_key(key) {
                 deferred += 1;
                 continue;
             }
@@ -128,7 +127,7 @@ impl Window {
             entry.claimed = true;
             taken += 1;
             let chain = chains.entry(key.clone()).or_insert_with(|| {
-                order.push(key);
+                order.push(key.clone());
                 Vec::new()
             });
             chain.push((*ordinal, entry.event.clone()));
@@ -155,9 +154,7 @@ impl Window {
     pub fn of_aggregate(&self, aggregate: &Aggregate) -> Vec<(Ordinal, PendingEvent)> {
         self.entries
             .iter()
-            .filter(|(_, e)| {
-                e.event.aggregatetype == aggregate.0 && e.event.aggregateid == aggregate.1
-            })
+            .filter(|(_, e)| &e.aggregate == aggregate)
             .map(|(ordinal, e)| (*ordinal, e.event.clone()))
             .collect()
     }
@@ -166,12 +163,11 @@ impl Window {
     pub fn claim_held(&mut self, held: &HashSet<Aggregate>) -> Vec<(Ordinal, PendingEvent)> {
         let mut moved = Vec::new();
         for (ordinal, entry) in &mut self.entries {
-            let key = aggregate_of(&entry.event);
-            if entry.claimed || !held.contains(&key) {
+            if entry.claimed || !held.contains(&entry.aggregate) {
                 continue;
             }
             entry.claimed = true;
-            *self.in_flight.entry(key).or_default() += 1;
+            *self.in_flight.entry(entry.aggregate.clone()).or_default() += 1;
             moved.push((*ordinal, entry.event.clone()));
         }
         moved
@@ -183,7 +179,7 @@ impl Window {
             return;
         };
         if entry.claimed {
-            self.unclaim(&entry.event);
+            unclaim(&mut self.in_flight, &entry.aggregate);
         }
         if let Some(txn) = entry.txn {
             self.commits.done(txn);
@@ -200,21 +196,9 @@ impl Window {
             return;
         }
         entry.claimed = false;
-        let stale = entry.txn.is_none();
-        let event = entry.event.clone();
-        self.unclaim(&event);
-        if stale {
+        unclaim(&mut self.in_flight, &entry.aggregate);
+        if entry.txn.is_none() {
             self.entries.remove(&ordinal);
-        }
-    }
-
-    fn unclaim(&mut self, event: &PendingEvent) {
-        let key = aggregate_of(event);
-        if let Some(count) = self.in_flight.get_mut(&key) {
-            *count -= 1;
-            if *count == 0 {
-                self.in_flight.remove(&key);
-            }
         }
     }
 
@@ -233,6 +217,16 @@ impl Window {
             entry.txn = None;
         }
         self.commits.clear();
+    }
+}
+
+/// One claimed event of `aggregate` fewer.
+fn unclaim(in_flight: &mut HashMap<Aggregate, usize>, aggregate: &Aggregate) {
+    if let Some(count) = in_flight.get_mut(aggregate) {
+        *count -= 1;
+        if *count == 0 {
+            in_flight.remove(aggregate);
+        }
     }
 }
 
