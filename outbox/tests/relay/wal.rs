@@ -96,6 +96,17 @@ impl Recorder {
         *self.refuse.lock().unwrap() = Some(Box::new(rule));
     }
 
+    /// Refuses, as the event's fault, the one event whose id is put into the returned slot.
+    fn poison(&self, reason: &'static str) -> Arc<Mutex<Option<Uuid>>> {
+        let poison = Arc::new(Mutex::new(None::<Uuid>));
+        let rule = poison.clone();
+        self.refuse(move |event| {
+            let poisoned = rule.lock().unwrap().map(|id| id.to_string());
+            (poisoned.as_deref() == Some(event.headers.id)).then(|| SendError::event(reason))
+        });
+        poison
+    }
+
     fn heal(&self) {
         *self.refuse.lock().unwrap() = None;
     }
@@ -200,6 +211,66 @@ impl Database {
         ids
     }
 
+    /// A WAL relay on `broker`, started, once a reader streams from the slot.
+    async fn started(
+        &self,
+        source: WalSource,
+        broker: &Arc<Recorder>,
+        settings: RelaySettings,
+    ) -> Started {
+        let shutdown = CancellationToken::new();
+        let running = self.relay(source, broker, settings).start(&shutdown);
+        self.streaming().await;
+        Started { shutdown, running }
+    }
+
+    /// Stops the relay, then drops the slot.
+    async fn finish(&self, started: Started) {
+        started.stop().await;
+        self.drop_slot().await;
+    }
+
+    /// Events `n` of `account` in one transaction; `before_commit` sees their ids first.
+    async fn write_one_transaction(
+        &self,
+        account: &str,
+        n: std::ops::Range<usize>,
+        before_commit: impl FnOnce(&[Uuid]),
+    ) -> Vec<Uuid> {
+        let mut tx = self.pool.begin().await.unwrap();
+        let mut ids = Vec::new();
+        for n in n {
+            let event = Stepped {
+                account: account.into(),
+                n,
+            };
+            ids.push(
+                Writer::default()
+                    .write_in_tx(&mut tx, &event, None)
+                    .await
+                    .unwrap(),
+            );
+        }
+        before_commit(&ids);
+        tx.commit().await.unwrap();
+        ids
+    }
+
+    /// Until the slot is confirmed past everything written so far.
+    async fn confirmed_past_now(&self, what: &str) {
+        let end: String = sqlx::query_scalar("select pg_current_wal_lsn()::text")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap();
+        let end: outbox::wal::Lsn = end.parse().unwrap();
+        testkit::eventually(WAIT, || async {
+            let state = slot::slot_state(&self.pool, &self.slot).await.unwrap()?;
+            (state.confirmed? >= end).then_some(())
+        })
+        .await
+        .unwrap_or_else(|| panic!("the slot is confirmed past {what}"));
+    }
+
     /// Until a reader streams from the slot: only what commits after the slot exists is in it.
     async fn streaming(&self) {
         testkit::eventually(WAIT, || async {
@@ -227,6 +298,19 @@ impl Database {
         })
         .await;
         assert!(released.is_some(), "the slot could be dropped");
+    }
+}
+
+/// A running relay, and how to stop it.
+struct Started {
+    shutdown: CancellationToken,
+    running: outbox::relay::Running,
+}
+
+impl Started {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.running.stopped().await;
     }
 }
 
@@ -293,18 +377,7 @@ async fn written(pool: &PgPool) -> Vec<(String, Uuid)> {
 async fn what_the_wal_relay_sends_is_what_polling_sends_in_commit_order() {
     let db = database().await;
     let wal_broker = Recorder::kafka();
-    let shutdown = CancellationToken::new();
-    let running = db
-        .relay(db.source(64), &wal_broker, settings())
-        .start(&shutdown);
-    testkit::eventually(WAIT, || async {
-        slot::slot_state(&db.pool, &db.slot)
-            .await
-            .unwrap()
-            .and_then(|s| s.active_pid)
-    })
-    .await
-    .expect("the reader holds the slot");
+    let relay = db.started(db.source(64), &wal_broker, settings()).await;
 
     let ids = db
         .write_interleaved(Writer::default(), &["a", "b", "c"], 20)
@@ -317,19 +390,8 @@ async fn what_the_wal_relay_sends_is_what_polling_sends_in_commit_order() {
     );
 
     // The slot moves past everything the broker acknowledged.
-    let end: String = sqlx::query_scalar("select pg_current_wal_lsn()::text")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    let end: outbox::wal::Lsn = end.parse().unwrap();
-    testkit::eventually(WAIT, || async {
-        let state = slot::slot_state(&db.pool, &db.slot).await.unwrap()?;
-        (state.confirmed? >= end).then_some(())
-    })
-    .await
-    .expect("the slot is confirmed past the last commit");
-    shutdown.cancel();
-    running.stopped().await;
+    db.confirmed_past_now("the last commit").await;
+    relay.stop().await;
 
     // The polling relay, on the same rows: the same topics, keys, payloads and headers.
     let polling_broker = Recorder::on(wal_broker.kafka.clone());
@@ -359,12 +421,8 @@ async fn what_the_wal_relay_sends_is_what_polling_sends_in_commit_order() {
 async fn rows_the_writer_removes_at_once_are_relayed_from_the_wal() {
     let db = database().await;
     let broker = Recorder::kafka();
-    let shutdown = CancellationToken::new();
-    let running = db
-        .relay(db.source(64), &broker, settings())
-        .start(&shutdown);
     // Removed rows are only in the WAL: what commits before the slot exists is in no slot.
-    db.streaming().await;
+    let relay = db.started(db.source(64), &broker, settings()).await;
     let ids = db
         .write_interleaved(Writer::new(AfterInsert::Remove), &["x", "y"], 10)
         .await;
@@ -380,41 +438,25 @@ async fn rows_the_writer_removes_at_once_are_relayed_from_the_wal() {
         ids.iter().step_by(2).copied().collect::<Vec<_>>()
     );
     assert_eq!(sent.len(), ids.len(), "nothing twice without a crash");
-    shutdown.cancel();
-    running.stopped().await;
-    db.drop_slot().await;
+    db.finish(relay).await;
 }
 
 #[tokio::test]
 async fn a_poison_event_parks_in_the_held_table_and_the_rest_goes_on() {
     let db = database().await;
     let broker = Recorder::kafka();
-    let shutdown = CancellationToken::new();
-    let running = db
-        .relay(db.source(64), &broker, settings())
-        .start(&shutdown);
-    db.streaming().await;
+    let relay = db.started(db.source(64), &broker, settings()).await;
 
     // The poison is the third event of "sick"; what follows it must wait, in order.
-    let poison = Arc::new(Mutex::new(None::<String>));
-    let rule = poison.clone();
-    broker.refuse(move |event| {
-        (rule.lock().unwrap().as_deref() == Some(event.headers.id))
-            .then(|| SendError::event("the broker refuses this one"))
-    });
-    let mut tx = db.pool.begin().await.unwrap();
-    let writer = Writer::default();
-    let mut sick = Vec::new();
-    for n in 0..6 {
-        let event = Stepped {
-            account: "sick".into(),
-            n,
-        };
-        sick.push(writer.write_in_tx(&mut tx, &event, None).await.unwrap());
-    }
-    *poison.lock().unwrap() = Some(sick[2].to_string());
-    tx.commit().await.unwrap();
-    let healthy = db.write_interleaved(writer, &["h1", "h2", "h3"], 15).await;
+    let poison = broker.poison("the broker refuses this one");
+    let mut sick = db
+        .write_one_transaction("sick", 0..6, |ids| {
+            *poison.lock().unwrap() = Some(ids[2]);
+        })
+        .await;
+    let healthy = db
+        .write_interleaved(Writer::default(), &["h1", "h2", "h3"], 15)
+        .await;
 
     all_sent(&broker, &healthy).await;
     all_sent(&broker, &sick[..2]).await;
@@ -432,33 +474,10 @@ async fn a_poison_event_parks_in_the_held_table_and_the_rest_goes_on() {
     );
 
     // The slot does not wait for the operator: it moves past the held events.
-    let end: String = sqlx::query_scalar("select pg_current_wal_lsn()::text")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    let end: outbox::wal::Lsn = end.parse().unwrap();
-    testkit::eventually(WAIT, || async {
-        let state = slot::slot_state(&db.pool, &db.slot).await.unwrap()?;
-        (state.confirmed? >= end).then_some(())
-    })
-    .await
-    .expect("the slot is confirmed past the held events");
+    db.confirmed_past_now("the held events").await;
 
     // A new event of the held aggregate joins the queue behind the poison.
-    let mut tx = db.pool.begin().await.unwrap();
-    let late = Writer::default()
-        .write_in_tx(
-            &mut tx,
-            &Stepped {
-                account: "sick".into(),
-                n: 6,
-            },
-            None,
-        )
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    sick.push(late);
+    sick.extend(db.write_one_transaction("sick", 6..7, |_| ()).await);
     testkit::eventually(WAIT, || async {
         (db.held_count("true").await == 5).then_some(())
     })
@@ -484,60 +503,23 @@ async fn a_poison_event_parks_in_the_held_table_and_the_rest_goes_on() {
     .expect("every held event is marked published");
 
     // Once nothing of it is held, the aggregate streams again.
-    let mut tx = db.pool.begin().await.unwrap();
-    let after = Writer::default()
-        .write_in_tx(
-            &mut tx,
-            &Stepped {
-                account: "sick".into(),
-                n: 7,
-            },
-            None,
-        )
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    all_sent(&broker, &[after]).await;
+    let after = db.write_one_transaction("sick", 7..8, |_| ()).await;
+    all_sent(&broker, &after).await;
     assert_eq!(db.held_count("true").await, 5, "it was not held");
-    shutdown.cancel();
-    running.stopped().await;
-    db.drop_slot().await;
+    db.finish(relay).await;
 }
 
 #[tokio::test]
 async fn a_skipped_poison_lets_its_aggregate_go_on_without_it() {
     let db = database().await;
     let broker = Recorder::kafka();
-    let shutdown = CancellationToken::new();
-    let running = db
-        .relay(db.source(64), &broker, settings())
-        .start(&shutdown);
-    db.streaming().await;
-    let poison = Arc::new(Mutex::new(None::<String>));
-    let rule = poison.clone();
-    broker.refuse(move |event| {
-        (rule.lock().unwrap().as_deref() == Some(event.headers.id))
-            .then(|| SendError::event("refused"))
-    });
-    let mut tx = db.pool.begin().await.unwrap();
-    let mut ids = Vec::new();
-    for n in 0..3 {
-        ids.push(
-            Writer::default()
-                .write_in_tx(
-                    &mut tx,
-                    &Stepped {
-                        account: "s".into(),
-                        n,
-                    },
-                    None,
-                )
-                .await
-                .unwrap(),
-        );
-    }
-    *poison.lock().unwrap() = Some(ids[0].to_string());
-    tx.commit().await.unwrap();
+    let relay = db.started(db.source(64), &broker, settings()).await;
+    let poison = broker.poison("refused");
+    let ids = db
+        .write_one_transaction("s", 0..3, |ids| {
+            *poison.lock().unwrap() = Some(ids[0]);
+        })
+        .await;
     testkit::eventually(WAIT, || async {
         (db.held_count("parked_at is not null").await == 1).then_some(())
     })
@@ -550,9 +532,7 @@ async fn a_skipped_poison_lets_its_aggregate_go_on_without_it() {
         "a skipped event is never sent"
     );
     assert_eq!(first_sends_per_key(&broker.sent())["s"], ids[1..].to_vec());
-    shutdown.cancel();
-    running.stopped().await;
-    db.drop_slot().await;
+    db.finish(relay).await;
 }
 
 /// Where a relay dies in one batch.
@@ -588,11 +568,8 @@ async fn a_relay_killed_at_any_step_loses_nothing_and_the_standby_takes_over() {
         let reader = tokio::spawn(first.clone().run(CancellationToken::new()));
         db.streaming().await;
         // A second instance for the same slot stands by.
-        let shutdown = CancellationToken::new();
         let second = db.source(1000);
-        let second_running = db
-            .relay(second.clone(), &broker, settings())
-            .start(&shutdown);
+        let second_relay = db.started(second.clone(), &broker, settings()).await;
 
         let ids = db
             .write_interleaved(Writer::default(), &["k1", "k2", "k3", "k4"], 25)
@@ -637,9 +614,7 @@ async fn a_relay_killed_at_any_step_loses_nothing_and_the_standby_takes_over() {
             let again: HashSet<Uuid> = broker.ids()[before..].iter().copied().collect();
             assert!(ids.iter().all(|id| again.contains(id)), "{death:?}");
         }
-        shutdown.cancel();
-        second_running.stopped().await;
-        db.drop_slot().await;
+        db.finish(second_relay).await;
     }
 }
 
@@ -650,13 +625,11 @@ async fn a_100k_row_transaction_goes_through_a_small_window() {
     let db = database().await;
     let broker = Recorder::kafka();
     let source = db.source(WINDOW);
-    let shutdown = CancellationToken::new();
     let settings = RelaySettings {
         batch_size: 500,
         ..settings()
     };
-    let running = db.relay(source.clone(), &broker, settings).start(&shutdown);
-    db.streaming().await;
+    let relay = db.started(source.clone(), &broker, settings).await;
     sqlx::query(
         "insert into outbox (id, aggregatetype, aggregateid, type, payload)
          select gen_random_uuid(), 'bulk', 'b' || (n % 100), 'Filled', jsonb_build_object('n', n)
@@ -682,9 +655,7 @@ async fn a_100k_row_transaction_goes_through_a_small_window() {
     // Per aggregate, in the order inserted.
     let order = written(&db.pool).await;
     assert_eq!(first_sends_per_key(&broker.sent()), written_per_key(&order));
-    shutdown.cancel();
-    running.stopped().await;
-    db.drop_slot().await;
+    db.finish(relay).await;
 }
 
 #[tokio::test]
@@ -703,11 +674,7 @@ async fn a_polling_backlog_goes_out_first_when_the_wal_relay_takes_over() {
     .await
     .unwrap();
     let broker = Recorder::kafka();
-    let shutdown = CancellationToken::new();
-    let running = db
-        .relay(db.source(64), &broker, settings())
-        .start(&shutdown);
-    db.streaming().await;
+    let relay = db.started(db.source(64), &broker, settings()).await;
     let later = db
         .write_interleaved(Writer::default(), &["p", "q"], 2)
         .await;
@@ -738,9 +705,7 @@ async fn a_polling_backlog_goes_out_first_when_the_wal_relay_takes_over() {
     let p: Vec<Uuid> = backlog.iter().chain(&later).step_by(2).copied().collect();
     all_sent(&broker, &p).await;
     assert_eq!(first_sends_per_key(&broker.sent())["p"], p);
-    shutdown.cancel();
-    running.stopped().await;
-    db.drop_slot().await;
+    db.finish(relay).await;
 }
 
 #[tokio::test]
@@ -748,11 +713,7 @@ async fn a_broker_outage_pauses_the_wal_relay_and_holds_nothing() {
     let db = database().await;
     let broker = Recorder::kafka();
     broker.refuse(|_| Some(SendError::outage("the broker is away")));
-    let shutdown = CancellationToken::new();
-    let running = db
-        .relay(db.source(64), &broker, settings())
-        .start(&shutdown);
-    db.streaming().await;
+    let relay = db.started(db.source(64), &broker, settings()).await;
     let ids = db
         .write_interleaved(Writer::default(), &["o1", "o2"], 10)
         .await;
@@ -767,7 +728,5 @@ async fn a_broker_outage_pauses_the_wal_relay_and_holds_nothing() {
     all_sent(&broker, &ids).await;
     let order = written(&db.pool).await;
     assert_eq!(first_sends_per_key(&broker.sent()), written_per_key(&order));
-    shutdown.cancel();
-    running.stopped().await;
-    db.drop_slot().await;
+    db.finish(relay).await;
 }
