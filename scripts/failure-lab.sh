@@ -13,6 +13,41 @@ LAB_SCENARIOS=(broker freeze relay embedded-relay consumers scale-out database)
 # restart under its replication connection, the slot of a quiet database, and the writers
 # removing each row right after its insert.
 LAB_DEBEZIUM_SCENARIOS=(broker freeze relay relay-freeze consumers scale-out database pg-restart slot-wal slot-lost remove-after-insert)
+# With our relay tailing the WAL (STACK_RELAY=wal): all of the polling relay's, and the faults
+# of a log-tailing relay that Debezium meets too.
+LAB_WAL_SCENARIOS=(broker freeze relay relay-freeze embedded-relay consumers scale-out database pg-restart slot-wal slot-lost remove-after-insert)
+
+# The lab's scenarios for the relay STACK_RELAY names.
+lab_scenarios() {
+  case "$RELAY_KIND" in
+    debezium) echo "${LAB_DEBEZIUM_SCENARIOS[@]}" ;;
+    wal) echo "${LAB_WAL_SCENARIOS[@]}" ;;
+    *) echo "${LAB_SCENARIOS[@]}" ;;
+  esac
+}
+
+# How often the relay moves an idle slot on, in seconds: Debezium's heartbeat.interval.ms, or
+# our relay's RELAY_WAL_HEARTBEAT_MS.
+slot_heartbeat_seconds() {
+  local f ms=${RELAY_WAL_HEARTBEAT_MS:-10000}
+  if [[ $RELAY == debezium ]]; then
+    for f in "${DEBEZIUM_CONNECTORS[@]}"; do ms=$(connector_setting "$f" heartbeat.interval.ms); done
+  fi
+  echo $((ms / 1000))
+}
+
+# The slot that reads the orders database: Debezium's connector names it; our relay's is
+# outbox_relay_<database name>, and the stack names the orders database "orders".
+orders_slot() {
+  local f
+  if [[ $RELAY == debezium ]]; then
+    for f in "${DEBEZIUM_CONNECTORS[@]}"; do
+      [[ $(connector_setting "$f" database.dbname) == orders ]] && connector_setting "$f" slot.name
+    done
+  else
+    echo "${RELAY_WAL_SLOT_PREFIX:-outbox_relay}_orders"
+  fi
+}
 
 lab_header() { printf '\n==> failure lab: %s\n' "$*"; }
 
@@ -128,7 +163,7 @@ verifier() {
   [[ -x $bin ]] || die "outbox-verify not built ($bin)"
   env ORDERS_DATABASE_URL="$PG_ORDERS_URL" INVENTORY_DATABASE_URL="$PG_INVENTORY_URL" \
     MONGODB_URI="$MONGO_URL" MONGODB_DATABASE="$INVOICES_DB" KAFKA_BROKERS="$KAFKA_ADDR" \
-    VERIFY_SETTLE_MS="${VERIFY_SETTLE_MS:-90000}" VERIFY_RELAY="$RELAY" RUST_LOG=warn "$bin"
+    VERIFY_SETTLE_MS="${VERIFY_SETTLE_MS:-90000}" VERIFY_RELAY="$RELAY_KIND" RUST_LOG=warn "$bin"
 }
 
 # 1. The broker goes away for LAB_BROKER_DOWN_SECONDS (at least while 15 orders are placed):
@@ -146,7 +181,7 @@ lab_broker() {
   accepted=$(grep -c '^201$' "$LAB_DIR/codes" || true)
   [[ $accepted -eq 15 ]] || die "lab broker: only $accepted of 15 orders were accepted while the broker was down"
   sleep 2
-  if [[ $RELAY == outbox-processor ]]; then
+  if [[ $RELAY_KIND == outbox-processor ]]; then
     waiting=$(psql "$PG_ORDERS_URL" -Atc "select count(*) from outbox where published_at is null")
     log "lab: $waiting outbox rows wait for the broker"
     [[ $waiting -ge 15 ]] || die "lab broker: expected the 15 new events to wait in the outbox, found $waiting"
@@ -227,11 +262,11 @@ lab_relay_freeze() {
   verifier
 }
 
-# 7b. PostgreSQL restarts under everything (the stack's own cluster, so only with Debezium):
+# 7b. PostgreSQL restarts under everything (the stack's own cluster, so only with a WAL relay):
 #     every connection drops, the replication connection too; each resumes where it was.
 lab_pg_restart() {
-  [[ $RELAY == debezium ]] ||
-    die "lab pg-restart restarts the stack's own cluster, which only STACK_RELAY=debezium uses; the machine's cluster is not the lab's to restart"
+  [[ $PG_PORT == "$LOGICAL_PORT" ]] ||
+    die "lab pg-restart restarts the stack's own cluster, which only STACK_RELAY=wal and debezium use; the machine's cluster is not the lab's to restart"
   lab_header "PostgreSQL restarts"
   load_start 100 0.05
   local i
@@ -377,7 +412,7 @@ lab_database() {
   verifier
 }
 
-# 10. A quiet database's slot while another database of the cluster is busy (Debezium only):
+# 10. A quiet database's slot while another database of the cluster is busy (WAL relays only):
 #     the WAL is the cluster's, so a slot whose database sees no captured change holds every
 #     byte written since its last confirmed position, until its disk is full. The connectors'
 #     heartbeat (heartbeat.interval.ms and heartbeat.action.query in deploy/debezium) writes a
@@ -385,14 +420,11 @@ lab_database() {
 #     orders database writes LAB_WAL_MB of WAL into a table no connector reads, and every slot
 #     must come back under a quarter of that within three heartbeats.
 lab_slot_wal() {
-  [[ $RELAY == debezium ]] || die "lab slot-wal is about Debezium's slots (STACK_RELAY=debezium)"
-  local mb=${LAB_WAL_MB:-64} rows beat started held max f
+  [[ $PG_PORT == "$LOGICAL_PORT" ]] || die "lab slot-wal is about a WAL relay's slots (STACK_RELAY=wal or debezium)"
+  local mb=${LAB_WAL_MB:-64} rows beat started held max
   lab_header "slot of a quiet database while another one writes $mb MB of WAL"
-  beat=0
-  for f in "${DEBEZIUM_CONNECTORS[@]}"; do
-    beat=$(($(connector_setting "$f" heartbeat.interval.ms) / 1000))
-  done
-  ((beat > 0)) || die "lab slot-wal: the connectors have no heartbeat.interval.ms"
+  beat=$(slot_heartbeat_seconds)
+  ((beat > 0)) || die "lab slot-wal: the relay has no heartbeat"
   rows=$((mb * 1024 * 1024 / 700)) # a row of 500 characters writes about 700 bytes of WAL
   psql "$PG_ORDERS_URL" -v ON_ERROR_STOP=1 -qc "create table lab_wal_filler (id int, filler text);
     insert into lab_wal_filler select g, repeat('x', 500) from generate_series(1, $rows) g;
@@ -423,13 +455,12 @@ lab_slot_wal() {
 #     event at the end of the table and a second one in freed space before it, and on the topic
 #     every key's first must still come first; then the verifier checks the shop.
 lab_slot_lost() {
-  [[ $RELAY == debezium ]] || die "lab slot-lost is about Debezium's slot (STACK_RELAY=debezium)"
-  local type slot f
+  [[ $PG_PORT == "$LOGICAL_PORT" ]] || die "lab slot-lost is about a WAL relay's slot (STACK_RELAY=wal or debezium)"
+  local type slot
   type="snapshot-check-$(date +%s)"
-  for f in "${DEBEZIUM_CONNECTORS[@]}"; do
-    [[ $(connector_setting "$f" database.dbname) == orders ]] && slot=$(connector_setting "$f" slot.name)
-  done
-  lab_header "Debezium's slot lost while it is down: a snapshot, in order"
+  slot=$(orders_slot)
+  [[ -n $slot ]] || die "lab slot-lost: no slot reads the orders database"
+  lab_header "$RELAY's slot lost while it is down: everything published again, in order"
   psql "$PG_ORDERS_URL" -v ON_ERROR_STOP=1 -qc "
     insert into outbox (id, aggregatetype, aggregateid, type, payload)
       select gen_random_uuid(), '$type-filler', 'filler', 'Filler', jsonb_build_object('padding', repeat('x', 500))
@@ -447,10 +478,10 @@ lab_slot_lost() {
     where type = 'Second' and on_disk = 1")
   log "lab: $misplaced of 50 keys have their second event before their first on disk"
   ((misplaced > 0)) || die "lab slot-lost: the vacuum freed no space before the first events; the check would prove nothing"
-  stop_component debezium
-  log "lab: dropping slot $slot while Debezium is down"
+  stop_component "$RELAY"
+  log "lab: dropping slot $slot while $RELAY is down"
   psql_admin -c "select pg_drop_replication_slot('$slot')" >/dev/null
-  revive debezium
+  revive "$RELAY"
   local verify started=$SECONDS
   verify="$(target_dir)/$(profile)/outbox-verify"
   until env KAFKA_BROKERS="$KAFKA_ADDR" "$verify" partitions "outbox.event.$type" >"$LAB_DIR/snapshot.json" 2>"$LAB_DIR/snapshot.err" &&
@@ -471,14 +502,14 @@ lab_slot_lost() {
 #     either database. The verifier finds a removed row's event on its topic. Then the writers
 #     keep their rows again.
 lab_remove_after_insert() {
-  [[ $RELAY == debezium ]] ||
-    die "lab remove-after-insert: a removed row is published only by a relay that reads the WAL (STACK_RELAY=debezium)"
-  lab_header "the writers remove each outbox row right after inserting it; Debezium crashes"
+  [[ $RELAY_KIND != outbox-processor ]] ||
+    die "lab remove-after-insert: a removed row is published only by a relay that reads the WAL (STACK_RELAY=wal or debezium)"
+  lab_header "the writers remove each outbox row right after inserting it; $RELAY crashes"
   restart_with OUTBOX_REMOVE_AFTER_INSERT=true order-service inventory-service
   local since
   since=$(psql "$PG_ORDERS_URL" -Atc "select now()")
   load_start 60 0.03
-  crashes debezium 3
+  crashes "$RELAY" 3
   load_wait
   load_summary
   verifier
@@ -499,11 +530,11 @@ slots_held_bytes() { # the most WAL any slot on the logical cluster holds
 }
 
 cmd_lab() {
-  local scenarios=("$@") s all=("${LAB_SCENARIOS[@]}")
-  [[ $RELAY == debezium ]] && all=("${LAB_DEBEZIUM_SCENARIOS[@]}")
+  local scenarios=("$@") s all=()
+  read -r -a all <<<"$(lab_scenarios)"
   [[ ${#scenarios[@]} -gt 0 && ${scenarios[0]} != all ]] || scenarios=("${all[@]}")
   for s in "${scenarios[@]}"; do
-    [[ " ${LAB_SCENARIOS[*]} ${LAB_DEBEZIUM_SCENARIOS[*]} " == *" $s "* ]] ||
+    [[ " ${LAB_SCENARIOS[*]} ${LAB_DEBEZIUM_SCENARIOS[*]} ${LAB_WAL_SCENARIOS[*]} " == *" $s "* ]] ||
       die "unknown scenario: $s (one of: ${all[*]})"
   done
   infra_up

@@ -1,6 +1,7 @@
 //! The relay inside order-service (`RELAY_EMBEDDED=true`): the simplest way to run the
-//! pattern, a poller in the service that writes the events, kept behind this one module so
-//! that it can be moved out to `outbox-processor` by switching a variable.
+//! pattern, a relay in the service that writes the events, kept behind this one module so
+//! that it can be moved out to `outbox-processor` by switching a variable. It polls the
+//! table, or tails the WAL with `RELAY_MODE=wal`.
 //!
 //! It is the `outbox` crate's relay, the same code the standalone relay runs, with the same
 //! guarantees: claims under row locks with a lease, order per aggregate, pauses during a broker
@@ -12,6 +13,7 @@ use outbox::{
     relay::{RelaySettings, Relays},
 };
 use secrecy::SecretString;
+use service_kit::relay_mode::RelayMode;
 use tokio_util::sync::CancellationToken;
 
 pub struct EmbeddedRelay {
@@ -24,8 +26,9 @@ impl EmbeddedRelay {
         url: &SecretString,
         kafka: &KafkaConfig,
         settings: RelaySettings,
+        mode: &RelayMode,
     ) -> Result<Self, service_kit::StartupError> {
-        let relays = kafka.relays(settings)?.database("orders", url)?;
+        let relays = mode.add(kafka.relays(settings)?, "orders", url)?;
         Ok(Self { relays })
     }
 

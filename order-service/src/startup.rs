@@ -6,12 +6,12 @@
 
 use contracts::RESERVATION;
 use outbox::AfterInsert;
-use service_kit::{config::ConfigError, service::PgService, StartupError};
+use service_kit::{config::ConfigError, relay_mode::RelayMode, service::PgService, StartupError};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::{Config, RelayMode},
+    config::{Config, Publisher},
     consumer, db,
     relay::EmbeddedRelay,
     routes,
@@ -23,27 +23,31 @@ pub struct Application {
 }
 
 impl Application {
-    /// Refuses an embedded relay with rows removed after their insert: it polls the table, so
-    /// it would never see an event, and every order would wait for an answer that never comes.
+    /// Refuses an embedded relay that polls while rows are removed after their insert: it
+    /// would never see an event, and every order would wait for an answer that never comes.
+    /// In WAL mode it reads each insert from the WAL, so removed rows are fine.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         let relay = match config.relay {
-            RelayMode::Standalone => None,
-            RelayMode::Embedded(_)
-                if config.service.writer.after_insert() == AfterInsert::Remove =>
+            Publisher::Standalone => None,
+            Publisher::Embedded(embedded)
+                if embedded.mode == RelayMode::Polling
+                    && config.service.writer.after_insert() == AfterInsert::Remove =>
             {
                 return Err(ConfigError {
                     name: "OUTBOX_REMOVE_AFTER_INSERT".into(),
                     value: "true".into(),
                     reason: "the embedded relay (RELAY_EMBEDDED=true) polls the outbox table and \
-                             would find no row to publish; removed rows are for Debezium only"
+                             would find no row to publish; removed rows need RELAY_MODE=wal or \
+                             Debezium"
                         .into(),
                 }
                 .into())
             }
-            RelayMode::Embedded(settings) => Some(EmbeddedRelay::build(
+            Publisher::Embedded(embedded) => Some(EmbeddedRelay::build(
                 &config.service.database_url,
                 &config.service.kafka,
-                settings,
+                embedded.settings,
+                &embedded.mode,
             )?),
         };
         let service = PgService::build(

@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 use outbox::relay::{
     admin::{self, Acted, ParkedEvent},
-    Relay, Switch,
+    AnySource, Relay, Switch,
 };
 
 use crate::state::AppState;
@@ -162,7 +162,7 @@ impl ParkedFilter {
     /// The relays it covers: one database, or all; a name that matches none is a 404. A time
     /// range that is empty (`parked_from` not before `parked_to`) is no error: like any other
     /// filter that matches nothing, it takes nothing.
-    fn relays<'a>(&self, state: &'a AppState) -> Result<Vec<&'a Relay>, Problem> {
+    fn relays<'a>(&self, state: &'a AppState) -> Result<Vec<&'a Relay<AnySource>>, Problem> {
         let relays: Vec<_> = state
             .relays
             .databases()

@@ -1,10 +1,12 @@
 //! The relay service's settings, from the environment: which databases, which broker, the
-//! relay's own settings (`RELAY_*`, read by [`RelaySettings::from_env`]) and the admin token.
+//! relay's own settings (`RELAY_*`, read by [`RelaySettings::from_env`]), how it reads the
+//! outboxes (`RELAY_MODE`, [`RelayMode`]) and the admin token.
 
 use outbox::{kafka::KafkaConfig, relay::RelaySettings};
 use secrecy::SecretString;
 use service_kit::config::FromEnv;
 use service_kit::config::{self, ConfigError, HttpConfig};
+use service_kit::relay_mode::RelayMode;
 
 /// A database whose outbox this relay publishes.
 #[derive(Debug, Clone)]
@@ -20,6 +22,7 @@ pub struct Config {
     pub databases: Vec<SourceDatabase>,
     pub kafka: KafkaConfig,
     pub relay: RelaySettings,
+    pub mode: RelayMode,
     /// Bearer token for `/admin/*`; without one the admin API is off.
     pub admin_token: Option<secrecy::SecretString>,
 }
@@ -40,6 +43,7 @@ impl Config {
             databases,
             kafka: KafkaConfig::from_env()?,
             relay: RelaySettings::from_env()?,
+            mode: RelayMode::from_env()?,
             admin_token: std::env::var("RELAY_ADMIN_TOKEN")
                 .ok()
                 .filter(|t| !t.trim().is_empty())

@@ -9,6 +9,8 @@ use crate::{config::Config, routes, state::AppState};
 pub struct Application {
     server: Server,
     state: AppState,
+    /// How it reads the outboxes, for the log (`RELAY_MODE`).
+    mode: &'static str,
 }
 
 impl Application {
@@ -17,10 +19,11 @@ impl Application {
         let producer = broker.producer();
         let mut relays = Relays::new(broker, config.kafka.topics(), config.relay);
         for source in config.databases {
-            relays = relays.database(source.name, &source.url)?;
+            relays = config.mode.add(relays, &source.name, &source.url)?;
         }
         let server = Server::bind(&config.http).await?;
         Ok(Self {
+            mode: config.mode.name(),
             server,
             state: AppState {
                 relays,
@@ -38,6 +41,7 @@ impl Application {
         tracing::info!(
             port = self.port(),
             relays = self.state.relays.databases().len(),
+            mode = self.mode,
             "outbox-processor listening"
         );
         let running = self.state.relays.start(&shutdown);

@@ -25,7 +25,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct RecentEvent {
     pub id: Uuid,
     #[serde(rename = "type")]
@@ -34,7 +34,36 @@ pub struct RecentEvent {
     pub created_at: DateTime<Utc>,
     pub published_at: Option<DateTime<Utc>>,
     pub attempts: i32,
+    /// `published`, `skipped`, `parked`, `retrying` or `pending`; in WAL mode, `streamed` for
+    /// an event handed to the stream, whose fate is in no row (the pending count has those
+    /// not yet published), and the held table's state for a held one.
     pub state: String,
+}
+
+/// The latest 15 events of the outbox. An event the WAL relay holds has its fate in
+/// `outbox_wal_held`, which takes precedence; the polling relay never writes there.
+async fn recent_events(pool: &sqlx::PgPool, wal: bool) -> Result<Vec<RecentEvent>, sqlx::Error> {
+    sqlx::query_as(
+        "select o.id, o.type as event_type, o.aggregateid, o.created_at,
+                coalesce(h.published_at, o.published_at) as published_at,
+                coalesce(h.attempts, o.attempts) as attempts,
+                case when h.published_at is not null then 'published'
+                     when h.skipped_at is not null then 'skipped'
+                     when h.parked_at is not null then 'parked'
+                     when h.attempts > 0 then 'retrying'
+                     when h.id is not null then 'pending'
+                     when o.published_at is not null then 'published'
+                     when o.skipped_at is not null then 'skipped'
+                     when o.parked_at is not null then 'parked'
+                     when o.attempts > 0 then 'retrying'
+                     when $1 then 'streamed'
+                     else 'pending' end as state
+         from outbox o left join outbox_wal_held h on h.id = o.id
+         order by o.seq desc limit 15",
+    )
+    .bind(wal)
+    .fetch_all(pool)
+    .await
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -59,19 +88,9 @@ pub struct Status {
 async fn status(state: &AppState) -> Status {
     let mut databases = Vec::new();
     for relay in state.relays.databases().iter() {
-        let recent = sqlx::query_as!(
-            RecentEvent,
-            r#"select id, type as event_type, aggregateid, created_at, published_at, attempts,
-                    case when published_at is not null then 'published'
-                         when skipped_at is not null then 'skipped'
-                         when parked_at is not null then 'parked'
-                         when attempts > 0 then 'retrying'
-                         else 'pending' end as "state!"
-             from outbox order by seq desc limit 15"#,
-        )
-        .fetch_all(relay.pool())
-        .await;
         let stats = relay.stats().await;
+        let wal = stats.as_ref().is_ok_and(|s| s.log.is_some());
+        let recent = recent_events(relay.pool(), wal).await;
         let failed = match (&stats, &recent) {
             (Err(e), _) => Some(e.to_string()),
             (_, Err(e)) => Some(e.to_string()),
@@ -135,7 +154,7 @@ async fn page(State(state): State<AppState>) -> Html<String> {
         if let Some(error) = &db.error {
             let _ = write!(html, "<p class=parked>{}</p>", escape(error));
         }
-        if let Some(s) = db.stats {
+        if let Some(s) = &db.stats {
             let _ = write!(
                 html,
                 "<div class=cards>\
@@ -149,6 +168,17 @@ async fn page(State(state): State<AppState>) -> Html<String> {
                 if s.parked > 0 { " parked" } else { "" },
                 s.parked
             );
+            if let Some(log) = &s.log {
+                let _ = write!(
+                    html,
+                    "<p>Read from the WAL: reader <b>{:?}</b>, {} read ahead; the slot holds \
+                     <b>{}</b> of WAL and trails the newest commit by {}.</p>",
+                    log.reader,
+                    log.read_ahead,
+                    bytes(log.retained_bytes),
+                    bytes(log.lag_bytes),
+                );
+            }
         }
         html.push_str(
             "<table><tr><th>event</th><th>type</th><th>aggregate</th><th>created</th>\
@@ -174,6 +204,22 @@ async fn page(State(state): State<AppState>) -> Html<String> {
     Html(html)
 }
 
+/// `n` bytes as a person reads them.
+fn bytes(n: i64) -> String {
+    const UNITS: [&str; 4] = ["B", "kB", "MB", "GB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value.abs() >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
 /// Escapes text for HTML element content and attribute values.
 fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -192,6 +238,13 @@ fn escape(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(super::bytes(512), "512 B");
+        assert_eq!(super::bytes(43 * 1024), "43.0 kB");
+        assert_eq!(super::bytes(52 * 1024 * 1024 + 512 * 1024), "52.5 MB");
+    }
+
     #[test]
     fn escapes_markup() {
         assert_eq!(

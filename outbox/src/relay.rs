@@ -87,8 +87,9 @@
 //! `busy_poll` instead, and while a backlog lasts at once: `wake.rs` has the rules and why.
 //!
 //! # Retention
-//! [`Relay::delete_expired`] removes published and skipped rows older than the retention in
-//! small batches (`for update skip locked`, short transactions), so it never blocks inserts.
+//! [`Relay::delete_expired`] removes what its source is done with and is older than the
+//! retention, in small batches of short transactions, so it never blocks inserts: for the
+//! table, its published and skipped rows.
 //!
 //! # Layout
 //! The relay has two seams. It reads its events from a [`Source`], which claims them and
@@ -97,8 +98,9 @@
 //! through a [`Broker`], which adapters implement (`kafka::KafkaBroker`, `nats::NatsBroker`);
 //! this module names none of them. The rest is the core, the same for every source and
 //! broker, one file per step: `claim.rs` (topics before the sends), `publish.rs` (3),
-//! `mark.rs` (what 4 records), then `retention.rs` and `stats.rs`. [`Outlet`] is what every
-//! database's relay in a process shares.
+//! `mark.rs` (what 4 records), then `retention.rs` and `stats.rs`, whose queries are the
+//! source's too. [`Outlet`] is what every database's relay in a process shares, and
+//! [`AnySource`] lets [`Relays`] hold relays whose sources a process picks when it starts.
 
 use std::time::Duration;
 
@@ -109,8 +111,10 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 pub mod admin;
+mod any_source;
 mod broker;
 mod claim;
+mod gauges;
 mod hold;
 mod mark;
 mod outage;
@@ -124,6 +128,7 @@ mod stats;
 mod table;
 mod wake;
 
+pub use any_source::{AnyHeld, AnySource};
 pub use broker::{Broker, Fault, Outgoing, SendError};
 pub use claim::Claim;
 pub use hold::{Hold, Switch};
@@ -133,7 +138,7 @@ pub use publish::Sends;
 pub use relays::Relays;
 pub use settings::RelaySettings;
 pub use source::{AfterFailure, Batch, Failure, Marks, PendingEvent, Source};
-pub use stats::Stats;
+pub use stats::{LogStats, Reading, Stats};
 pub use table::OutboxTable;
 use wake::{Flow, Outcome, Pace};
 
@@ -229,13 +234,31 @@ impl Relay {
         settings: RelaySettings,
         outlet: Outlet,
     ) -> Result<Self, sqlx::Error> {
-        let connections = u32::try_from(settings.pipeline * 2 + 2).unwrap_or(u32::MAX);
-        let pool = crate::db::connect_lazy(url, connections, settings.lease)?;
-        Ok(Self::new(name.into(), pool, settings, outlet))
+        Self::connect_with(name, url, settings, outlet, OutboxTable::new)
     }
 }
 
 impl<S: Source> Relay<S> {
+    /// [`Relay::connect`], with the source that `source` makes from the relay's pool (the WAL
+    /// source, say) instead of the polled table.
+    pub fn connect_with(
+        name: impl Into<String>,
+        url: &SecretString,
+        settings: RelaySettings,
+        outlet: Outlet,
+        source: impl FnOnce(PgPool) -> S,
+    ) -> Result<Self, sqlx::Error> {
+        let connections = u32::try_from(settings.pipeline * 2 + 2).unwrap_or(u32::MAX);
+        let pool = crate::db::connect_lazy(url, connections, settings.lease)?;
+        let source = source(pool.clone());
+        Ok(Self::with_source(
+            name.into(),
+            pool,
+            source,
+            settings,
+            outlet,
+        ))
+    }
     /// A relay that claims its events from `source`; `pool` is the same database's.
     pub fn with_source(
         name: String,

@@ -28,7 +28,9 @@ mod reader;
 mod row;
 pub mod slot;
 mod source;
+mod stats;
 mod stream;
+mod throughput;
 mod window;
 
 pub use pgoutput::DecodeError;

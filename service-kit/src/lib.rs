@@ -7,12 +7,14 @@
 //!   answer with them, and the OpenAPI route.
 //! - [`health`]: liveness and readiness, with required and informing checks run side by side.
 //! - [`telemetry`]: `tracing` logs and the Prometheus `/metrics`.
-//! - [`config`]: the services' settings from the environment.
+//! - [`config`]: the services' settings from the environment; [`relay_mode`]: how a relay
+//!   reads its outboxes (`RELAY_MODE`).
 //! - [`shutdown`]: SIGTERM and Ctrl-C as a cancellation token.
 
 pub mod config;
 pub mod health;
 pub mod http;
+pub mod relay_mode;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;

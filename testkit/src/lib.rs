@@ -55,6 +55,12 @@ async fn fresh_database_at(admin: &str) -> SecretString {
     SecretString::from(format!("{base}/{name}"))
 }
 
+/// [`fresh_database`] on the logical cluster ([`logical_admin_database_url`]), for a relay that
+/// reads the WAL.
+pub async fn fresh_logical_database() -> SecretString {
+    fresh_database_at(&logical_admin_database_url()).await
+}
+
 /// Drops a database made by [`fresh_database`], whoever is still connected to it: for long
 /// runs (the benchmarks) that would otherwise leave hundreds behind, which PostgreSQL's
 /// autovacuum then visits in turn.
@@ -79,7 +85,7 @@ pub async fn fresh_outbox_database() -> (SecretString, sqlx::PgPool) {
 
 /// [`fresh_outbox_database`] on the logical cluster ([`logical_admin_database_url`]).
 pub async fn fresh_logical_outbox_database() -> (SecretString, sqlx::PgPool) {
-    outbox_database(fresh_database_at(&logical_admin_database_url()).await).await
+    outbox_database(fresh_logical_database().await).await
 }
 
 async fn outbox_database(url: SecretString) -> (SecretString, sqlx::PgPool) {

@@ -85,7 +85,12 @@ async fn an_embedded_relay_is_refused_when_rows_are_removed() {
     service.writer = outbox::Writer::new(outbox::AfterInsert::Remove);
     let config = order_service::config::Config {
         service,
-        relay: order_service::config::RelayMode::Embedded(Default::default()),
+        relay: order_service::config::Publisher::Embedded(Box::new(
+            order_service::config::EmbeddedRelayConfig {
+                settings: Default::default(),
+                mode: service_kit::relay_mode::RelayMode::Polling,
+            },
+        )),
     };
 
     let refused = order_service::startup::Application::build(config).await;

@@ -9,9 +9,10 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use order_service::config::RelayMode;
+use order_service::config::{EmbeddedRelayConfig, Publisher};
 use outbox::relay::RelaySettings;
 use outbox_processor::config::SourceDatabase;
+use service_kit::relay_mode::{RelayMode, WalMode};
 use verify::{verify, Relay, Sources};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -23,6 +24,8 @@ struct System {
     invoices: String,
     http: reqwest::Client,
     shutdown: CancellationToken,
+    /// The replication slots of a system that reads the WAL, by database.
+    slots: Vec<(SecretString, String)>,
 }
 
 impl Drop for System {
@@ -40,12 +43,55 @@ enum OrdersRelay {
     Embedded,
 }
 
+/// How the relays read the outboxes.
+#[derive(Clone, Copy)]
+enum Reading {
+    Polling,
+    /// From the WAL, on the logical cluster.
+    Wal,
+}
+
+impl Reading {
+    /// The mode, with slots of this test's own: slot names are the cluster's.
+    fn mode(self, test: &str) -> RelayMode {
+        match self {
+            Reading::Polling => RelayMode::Polling,
+            Reading::Wal => RelayMode::Wal(WalMode {
+                slot_prefix: format!("outbox_test_{test}"),
+                window: 256,
+                heartbeat: Duration::from_secs(1),
+                standby_retry: Duration::from_millis(200),
+            }),
+        }
+    }
+}
+
 /// Every service and the relay, on free ports, with fresh databases and their own topics.
 async fn spawn_system(orders_relay: OrdersRelay) -> System {
+    spawn_system_reading(orders_relay, Reading::Polling).await
+}
+
+async fn spawn_system_reading(orders_relay: OrdersRelay, reading: Reading) -> System {
     let kafka: KafkaConfig = testkit::kafka();
     let shutdown = CancellationToken::new();
-    let orders_db = testkit::fresh_database().await;
-    let inventory_db = testkit::fresh_database().await;
+    let (orders_db, inventory_db) = match reading {
+        Reading::Polling => (
+            testkit::fresh_database().await,
+            testkit::fresh_database().await,
+        ),
+        Reading::Wal => (
+            testkit::fresh_logical_database().await,
+            testkit::fresh_logical_database().await,
+        ),
+    };
+    let mode = reading.mode(&Uuid::new_v4().simple().to_string()[..12]);
+    let slots = match &mode {
+        RelayMode::Polling => Vec::new(),
+        RelayMode::Wal(wal) => vec![
+            (orders_db.clone(), wal.slot("orders")),
+            (inventory_db.clone(), wal.slot("inventory")),
+        ],
+    };
     let mongodb_database = format!("invoices_test_{}", Uuid::new_v4().simple());
     let sources = Sources {
         orders: orders_db.clone(),
@@ -54,7 +100,10 @@ async fn spawn_system(orders_relay: OrdersRelay) -> System {
         mongodb_database: mongodb_database.clone(),
         kafka: kafka.clone(),
         settle: Duration::from_secs(20),
-        relay: Relay::OutboxProcessor,
+        relay: match reading {
+            Reading::Polling => Relay::OutboxProcessor,
+            Reading::Wal => Relay::Wal,
+        },
     };
 
     let orders = order_service::startup::Application::build(order_service::config::Config {
@@ -66,8 +115,11 @@ async fn spawn_system(orders_relay: OrdersRelay) -> System {
             writer: outbox::Writer::default(),
         },
         relay: match orders_relay {
-            OrdersRelay::Standalone => RelayMode::Standalone,
-            OrdersRelay::Embedded => RelayMode::Embedded(RelaySettings::default()),
+            OrdersRelay::Standalone => Publisher::Standalone,
+            OrdersRelay::Embedded => Publisher::Embedded(Box::new(EmbeddedRelayConfig {
+                settings: RelaySettings::default(),
+                mode: mode.clone(),
+            })),
         },
     })
     .await
@@ -105,6 +157,7 @@ async fn spawn_system(orders_relay: OrdersRelay) -> System {
         databases: relayed,
         kafka,
         relay: RelaySettings::default(),
+        mode,
         admin_token: None,
     })
     .await
@@ -117,6 +170,7 @@ async fn spawn_system(orders_relay: OrdersRelay) -> System {
         invoices: format!("http://127.0.0.1:{}", invoices.port()),
         http: testkit::http(),
         shutdown: shutdown.clone(),
+        slots,
     };
     let relay_health = format!("http://127.0.0.1:{}/health", relay.port());
     tokio::spawn(orders.run(shutdown.clone()));
@@ -134,6 +188,17 @@ async fn spawn_system(orders_relay: OrdersRelay) -> System {
 }
 
 impl System {
+    /// Stops everything, and drops the slots: an inactive slot still holds the cluster's WAL.
+    async fn stop(self) {
+        self.shutdown.cancel();
+        for (url, slot) in &self.slots {
+            let pool = outbox::db::connect(url, 1).await.expect("connect");
+            outbox::wal::slot::drop_slot(&pool, slot)
+                .await
+                .expect("drop the test's slot");
+        }
+    }
+
     async fn get(&self, url: String) -> (u16, Value) {
         let response = self.http.get(url).send().await.expect("GET");
         let status = response.status().as_u16();
@@ -179,8 +244,25 @@ async fn an_order_travels_through_every_service_with_the_relay_embedded_in_order
     an_order_travels_through_every_service_with(OrdersRelay::Embedded).await;
 }
 
+#[tokio::test]
+async fn an_order_travels_through_every_service_with_the_relay_reading_the_wal() {
+    an_order_travels_through_every_service_reading(OrdersRelay::Standalone, Reading::Wal).await;
+}
+
+#[tokio::test]
+async fn an_order_travels_through_every_service_with_the_embedded_relay_reading_the_wal() {
+    an_order_travels_through_every_service_reading(OrdersRelay::Embedded, Reading::Wal).await;
+}
+
 async fn an_order_travels_through_every_service_with(orders_relay: OrdersRelay) {
-    let system = spawn_system(orders_relay).await;
+    an_order_travels_through_every_service_reading(orders_relay, Reading::Polling).await;
+}
+
+async fn an_order_travels_through_every_service_reading(
+    orders_relay: OrdersRelay,
+    reading: Reading,
+) {
+    let system = spawn_system_reading(orders_relay, reading).await;
 
     let id = system
         .place(json!([{"sku": "KEYBOARD-01", "quantity": 2}, {"sku": "MOUSE-01", "quantity": 1}]))
@@ -242,7 +324,6 @@ async fn an_order_travels_through_every_service_with(orders_relay: OrdersRelay) 
     // settle time: these do not heal by waiting).
     let sources = Sources {
         settle: Duration::from_secs(2),
-        relay: Relay::OutboxProcessor,
         ..system.sources.clone()
     };
     let mongo = mongodb::Client::with_uri_str(testkit::mongo_uri())
@@ -268,6 +349,7 @@ async fn an_order_travels_through_every_service_with(orders_relay: OrdersRelay) 
         "{violations}"
     );
     assert!(violations.contains("MOUSE-01: on_hand"), "{violations}");
+    system.stop().await;
 }
 
 #[tokio::test]

@@ -141,6 +141,7 @@ async fn spawn_relay_polling_every(poll_interval: Duration) -> Admin {
             poll_interval,
             ..RelaySettings::default()
         },
+        mode: service_kit::relay_mode::RelayMode::Polling,
         admin_token: Some(TOKEN.into()),
     };
     let app = Application::build(config).await.unwrap();

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
-use super::{Broker, Outlet, Relay, RelaySettings, Running};
+use sqlx::PgPool;
+
+use super::{AnySource, Broker, Outlet, Relay, RelaySettings, Running, Source};
 use crate::topics::TopicNames;
 
 /// A process's relays: one broker, one relay per database.
@@ -19,7 +21,7 @@ use crate::topics::TopicNames;
 pub struct Relays {
     outlet: Outlet,
     settings: RelaySettings,
-    databases: Arc<[Relay]>,
+    databases: Arc<[Relay<AnySource>]>,
 }
 
 impl Relays {
@@ -33,20 +35,37 @@ impl Relays {
         }
     }
 
-    /// Adds the database at `url`, named `name` in logs, metrics and the admin API
+    /// Adds the database at `url`, named `name` in logs, metrics and the admin API, polled
     /// ([`Relay::connect`]: it connects on first use).
     pub fn database(
         self,
         name: impl Into<String>,
         url: &SecretString,
     ) -> Result<Self, sqlx::Error> {
-        let relay = Relay::connect(name, url, self.settings.clone(), self.outlet.clone())?;
+        self.database_with(name, url, crate::relay::OutboxTable::new)
+    }
+
+    /// Adds the database at `url`, read by the source that `source` makes from the relay's
+    /// pool ([`Relay::connect_with`]): `outbox::wal::WalSource` tails its WAL.
+    pub fn database_with<S: Source>(
+        self,
+        name: impl Into<String>,
+        url: &SecretString,
+        source: impl FnOnce(PgPool) -> S,
+    ) -> Result<Self, sqlx::Error> {
+        let relay = Relay::connect_with(
+            name,
+            url,
+            self.settings.clone(),
+            self.outlet.clone(),
+            |pool| AnySource::new(source(pool)),
+        )?;
         let databases = self.databases.iter().cloned().chain([relay]).collect();
         Ok(Self { databases, ..self })
     }
 
     /// Each database's relay, in the order they were added.
-    pub fn databases(&self) -> &[Relay] {
+    pub fn databases(&self) -> &[Relay<AnySource>] {
         &self.databases
     }
 

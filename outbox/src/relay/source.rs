@@ -20,7 +20,7 @@ use uuid::Uuid;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::RelayError;
+use super::{RelayError, Stats};
 
 /// One event a source handed the relay: an outbox row, whichever way it was read.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -102,6 +102,19 @@ pub trait Source: Clone + Send + Sync + 'static {
         held: Self::Held,
         marks: Marks,
     ) -> impl Future<Output = Result<(), RelayError>> + Send;
+
+    /// What waits, what is parked and how fast events go out, for the status page and the
+    /// `outbox_*` gauges.
+    fn stats(&self) -> impl Future<Output = Result<Stats, RelayError>> + Send;
+
+    /// Deletes what the source keeps of events that are done with and older than `retention`,
+    /// at most `batch` rows per short transaction, so that a writer never waits for it.
+    /// Returns how many it deleted.
+    fn delete_expired(
+        &self,
+        retention: Duration,
+        batch: i64,
+    ) -> impl Future<Output = Result<u64, RelayError>> + Send;
 
     /// What the source does in the background while the relay runs (the WAL source's reader),
     /// until `shutdown`. [`super::Relay::start`] runs it beside the claim loops. Nothing, for

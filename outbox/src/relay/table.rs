@@ -2,19 +2,22 @@
 //! module docs of [`crate::relay`]). A claim is a transaction holding row locks on due rows;
 //! the marks are written in that transaction, and its commit releases the claim.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use super::{AfterFailure, Batch, Marks, PendingEvent, RelayError, Source};
+use super::{AfterFailure, Batch, Marks, PendingEvent, RelayError, Source, Stats};
 
 /// The relay's source when it polls: the `outbox` table of one database.
 #[derive(Clone)]
 pub struct OutboxTable {
-    pool: PgPool,
+    pub(super) pool: PgPool,
     /// `outbox`, or a table of the same columns (the WAL relay's `outbox_wal_held`).
-    table: &'static str,
+    pub(super) table: &'static str,
 }
 
 impl OutboxTable {
@@ -150,5 +153,45 @@ impl Source for OutboxTable {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn stats(&self) -> Result<Stats, RelayError> {
+        self.table_stats().await
+    }
+
+    async fn delete_expired(&self, retention: Duration, batch: i64) -> Result<u64, RelayError> {
+        self.delete_done(retention, batch).await
+    }
+}
+
+impl OutboxTable {
+    /// The table's counts: pending, parked, the oldest pending, and rows published in the
+    /// last 10 s.
+    async fn table_stats(&self) -> Result<Stats, RelayError> {
+        let table = self.table;
+        let (pending, parked, oldest, recent): (i64, i64, Option<f64>, i64) =
+            sqlx::query_as(&format!(
+                "select
+                 (select count(*) from {table}
+                  where published_at is null and skipped_at is null and parked_at is null),
+                 (select count(*) from {table}
+                  where published_at is null and skipped_at is null and parked_at is not null),
+                 -- The row the relay claims next (the pending index, in seq order) rather
+                 -- than min(created_at), which reads every pending row: with a backlog of
+                 -- 100,000 that made this query 50 ms, every 2 s.
+                 (select extract(epoch from now() - created_at)::float8 from {table}
+                  where published_at is null and skipped_at is null and parked_at is null
+                  order by seq limit 1),
+                 (select count(*) from {table} where published_at > now() - interval '10 seconds')"
+            ))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Stats {
+            pending,
+            parked,
+            oldest_pending_age_seconds: oldest.unwrap_or(0.0),
+            published_per_second: recent as f64 / 10.0,
+            log: None,
+        })
     }
 }

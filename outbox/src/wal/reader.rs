@@ -61,6 +61,10 @@ impl WalSource {
         *self.inner.holding.lock().await = held::aggregates(pool).await?;
         self.set_state(ReaderState::Streaming);
         tracing::info!(slot = %config.slot, "streaming the outbox from the WAL");
+        if slot::wal_keep_limit(pool).await? == slot::WalKeep::Unlimited {
+            // docs/wal-relay.md, "Slot safety".
+            tracing::warn!(slot = %config.slot, "max_slot_wal_keep_size is unlimited (-1): while this relay is down or stuck, its slot keeps every WAL segment until the disk is full; set a limit, and watch outbox_log_retained_bytes");
+        }
         let mut confirm = self.inner.confirm.subscribe();
         let mut heartbeat = tokio::time::interval(self.inner.settings.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

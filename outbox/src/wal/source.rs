@@ -31,10 +31,11 @@ use uuid::Uuid;
 
 use super::{
     held,
+    throughput::Throughput,
     window::{Aggregate, Ordinal, Window},
     Lsn, StreamConfig, WalError, HELD_TABLE,
 };
-use crate::relay::{Batch, Failure, Marks, OutboxTable, PendingEvent, RelayError, Source};
+use crate::relay::{Batch, Failure, Marks, OutboxTable, PendingEvent, RelayError, Source, Stats};
 
 /// How the WAL source reads.
 #[derive(Debug, Clone)]
@@ -50,12 +51,17 @@ pub struct WalSettings {
 }
 
 impl WalSettings {
+    pub const DEFAULT_WINDOW: usize = 4096;
+    pub const DEFAULT_STANDBY_RETRY: Duration = Duration::from_secs(1);
+    pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
+
+    /// The defaults, reading `stream`.
     pub fn new(stream: StreamConfig) -> Self {
         Self {
             stream,
-            window: 4096,
-            standby_retry: Duration::from_secs(1),
-            heartbeat: Duration::from_secs(10),
+            window: Self::DEFAULT_WINDOW,
+            standby_retry: Self::DEFAULT_STANDBY_RETRY,
+            heartbeat: Self::DEFAULT_HEARTBEAT,
         }
     }
 }
@@ -95,6 +101,8 @@ pub(super) struct Inner {
     /// The position the slot may be confirmed to, for the reader.
     pub(super) confirm: watch::Sender<Lsn>,
     pub(super) state: Mutex<ReaderState>,
+    /// Events published from the stream lately, for the status page's rate.
+    pub(super) published: Mutex<Throughput>,
 }
 
 impl WalSource {
@@ -113,6 +121,7 @@ impl WalSource {
                 wake: Arc::new(Notify::new()),
                 confirm: watch::Sender::new(Lsn::ZERO),
                 state: Mutex::new(ReaderState::Connecting { last_error: None }),
+                published: Mutex::new(Throughput::default()),
             }),
         }
     }
@@ -210,6 +219,7 @@ impl Source for WalSource {
             .into_iter()
             .partition(|id| claim.ordinals.contains_key(id));
         claim.done(&streamed);
+        lock(&self.inner.published).record(streamed.len());
         let (failed, held_failed): (Vec<Failure>, Vec<Failure>) = marks
             .failed
             .into_iter()
@@ -254,6 +264,14 @@ impl Source for WalSource {
         }
         self.advance(&mut window);
         Ok(())
+    }
+
+    async fn stats(&self) -> Result<Stats, RelayError> {
+        self.wal_stats().await
+    }
+
+    async fn delete_expired(&self, retention: Duration, batch: i64) -> Result<u64, RelayError> {
+        self.wal_delete_expired(retention, batch).await
     }
 
     fn run(self, shutdown: CancellationToken) -> impl std::future::Future<Output = ()> + Send {
@@ -330,7 +348,7 @@ impl Drop for Claimed {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 

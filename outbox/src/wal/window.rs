@@ -75,6 +75,14 @@ impl Window {
         self.entries.len()
     }
 
+    /// When the oldest event read and not done was written.
+    pub fn oldest(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.entries
+            .values()
+            .next()
+            .map(|entry| entry.event.created_at)
+    }
+
     /// Whether nothing read is still to be done: an idle position may then be confirmed.
     pub fn is_settled(&self) -> bool {
         self.commits.is_empty()

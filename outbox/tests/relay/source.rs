@@ -4,12 +4,17 @@
 //! broker's acknowledgement and the commit) sends the batch again, in order, and loses
 //! nothing.
 
-use std::sync::{
-    atomic::{AtomicUsize, Ordering},
-    Arc,
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
 };
 
-use outbox::relay::{Batch, Marks, OutboxTable, Outlet, Relay, RelayError, RelaySettings, Source};
+use outbox::relay::{
+    Batch, Marks, OutboxTable, Outlet, Relay, RelayError, RelaySettings, Source, Stats,
+};
 use sqlx::{Postgres, Transaction};
 
 use crate::relay::{per_key, published_within, unpublished, write, WAIT};
@@ -43,6 +48,14 @@ impl Source for RefusingMarks {
             return Err(RelayError::Source("mark refused by the test".into()));
         }
         self.table.mark(held, marks).await
+    }
+
+    async fn stats(&self) -> Result<Stats, RelayError> {
+        self.table.stats().await
+    }
+
+    async fn delete_expired(&self, retention: Duration, batch: i64) -> Result<u64, RelayError> {
+        self.table.delete_expired(retention, batch).await
     }
 }
 

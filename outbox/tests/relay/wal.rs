@@ -2,7 +2,8 @@
 //! broker: what it sends is what the polling relay sends, in commit order; a poison event is
 //! held and parks without stalling other aggregates, and an operator's retry lets its
 //! aggregate go on; a relay killed at any step repeats only what was not confirmed; a second
-//! instance takes over the slot; a 100k-row transaction goes through a small window.
+//! instance takes over the slot; a 100k-row transaction goes through a small window; the
+//! status page's counts and retention read the held table and the window.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -728,5 +729,69 @@ async fn a_broker_outage_pauses_the_wal_relay_and_holds_nothing() {
     all_sent(&broker, &ids).await;
     let order = written(&db.pool).await;
     assert_eq!(first_sends_per_key(&broker.sent()), written_per_key(&order));
+    db.finish(relay).await;
+}
+
+#[tokio::test]
+async fn the_wal_relays_stats_count_what_waits_and_retention_keeps_what_is_young() {
+    let db = database().await;
+    let broker = Recorder::kafka();
+    let source = db.source(64);
+    let relay = db.started(source.clone(), &broker, settings()).await;
+    let poison = broker.poison("the broker refuses this one");
+    let sick = db
+        .write_one_transaction("sick", 0..4, |ids| {
+            *poison.lock().unwrap() = Some(ids[1]);
+        })
+        .await;
+    let healthy = db
+        .write_interleaved(Writer::default(), &["a", "b", "c"], 12)
+        .await;
+    all_sent(&broker, &healthy).await;
+    let stats = testkit::eventually(WAIT, || async {
+        let stats = source.stats().await.unwrap();
+        (stats.parked == 1 && stats.pending == 2).then_some(stats)
+    })
+    .await
+    .expect("one parked, the two behind it pending, nothing else");
+    let log = stats
+        .log
+        .clone()
+        .expect("a WAL source says where its slot stands");
+    assert_eq!(log.reader, outbox::relay::Reading::Streaming);
+    assert_eq!(log.read_ahead, 0, "every streamed event is done");
+    assert!(stats.published_per_second > 0.0, "{stats:?}");
+
+    // A long retention deletes nothing; none at all deletes every kept row, a few per
+    // transaction, and of the held table only what is done with: not the parked event or
+    // those behind it.
+    assert_eq!(
+        source
+            .delete_expired(Duration::from_secs(3600), 5)
+            .await
+            .unwrap(),
+        0
+    );
+    let deleted = source.delete_expired(Duration::ZERO, 5).await.unwrap();
+    let written = u64::try_from(sick.len() + healthy.len()).unwrap();
+    assert_eq!(deleted, written, "every outbox row, none of the held table");
+    let outbox_left: i64 = sqlx::query_scalar("select count(*) from outbox")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(outbox_left, 0);
+    assert_eq!(db.held_count("true").await, 3, "the parked one and its two");
+
+    // Once the operator's retry got them out, they are done with too.
+    broker.heal();
+    assert_eq!(admin::retry(&db.pool, sick[1]).await.unwrap(), Acted::Done);
+    all_sent(&broker, &sick).await;
+    testkit::eventually(WAIT, || async {
+        (db.held_count("published_at is null").await == 0).then_some(())
+    })
+    .await
+    .expect("the held events are marked published");
+    assert_eq!(source.delete_expired(Duration::ZERO, 5).await.unwrap(), 3);
+    assert_eq!(db.held_count("true").await, 0);
     db.finish(relay).await;
 }

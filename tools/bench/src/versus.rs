@@ -1,6 +1,7 @@
-//! Our relay beside Debezium, in one run: raw produce, outbox-processor, and Debezium with the
-//! settings users copy (`deploy/debezium`) and tuned as far as it goes, against the same broker
-//! and the same PostgreSQL (the stack's cluster with `wal_level=logical`, which Debezium needs).
+//! Our relay beside Debezium, in one run: raw produce, outbox-processor polling, outbox-processor
+//! reading the WAL (`RELAY_MODE=wal`), and Debezium with the settings users copy
+//! (`deploy/debezium`) and tuned as far as it goes, against the same broker and the same
+//! PostgreSQL (the stack's cluster with `wal_level=logical`, which both WAL readers need).
 //!
 //! Each relay gets a fresh database and topic, starts, and is warmed up (a JVM runs its first
 //! events slower while it compiles them). Then, with the relay running:
@@ -59,6 +60,12 @@ const IDLE_SETTLE: Duration = Duration::from_secs(20);
 /// Our relay's targets against Debezium at its best, in the same run.
 const TARGET_RATE_SHARE: f64 = 0.95;
 const TARGET_MEMORY_SHARE: f64 = 0.1;
+/// The WAL mode's own targets (issue 27): its backlog against raw produce, its CPU against
+/// polling's, its memory and its idle CPU.
+const TARGET_WAL_RAW_SHARE: f64 = 0.95;
+const TARGET_WAL_CPU_SHARE: f64 = 0.5;
+const TARGET_WAL_RSS_MB: f64 = 50.0;
+const TARGET_WAL_IDLE: f64 = 0.02;
 
 /// How Debezium runs: the settings, beyond deploy/debezium's, and the JVM's options.
 #[derive(Debug, Clone)]
@@ -123,6 +130,8 @@ const TUNED: &[(&str, &[(&str, &str)])] = &[
 #[derive(Debug, Clone)]
 enum Contender {
     Ours,
+    /// Ours with `RELAY_MODE=wal`.
+    OursWal,
     Debezium(Tuning),
 }
 
@@ -130,6 +139,7 @@ impl Contender {
     fn name(&self) -> String {
         match self {
             Self::Ours => "outbox-processor (ours)".into(),
+            Self::OursWal => "outbox-processor, RELAY_MODE=wal (ours)".into(),
             Self::Debezium(t) => t.name.clone(),
         }
     }
@@ -214,6 +224,7 @@ pub async fn versus(results: &mut Results) {
     );
     let contenders = [
         Contender::Ours,
+        Contender::OursWal,
         Contender::Debezium(Tuning::shipped()),
         Contender::Debezium(Tuning::tuned()),
     ];
@@ -223,7 +234,8 @@ pub async fn versus(results: &mut Results) {
         report(results, &c.name(), &f, raw.rate, raw_cpu_ms);
         figures.push(f);
     }
-    let (ours, best) = (figures[0], figures[2]);
+    let (ours, wal, best) = (figures[0], figures[1], figures[3]);
+    wal_targets(results, &wal, &ours, &best, raw.rate);
     let rate_share = |what: &str, ours: f64, best: f64, results: &mut Results| {
         results.add(
             &format!("ours against Debezium tuned: {what}"),
@@ -280,6 +292,78 @@ pub async fn versus(results: &mut Results) {
                 "the setting bought {:+.0} %",
                 (best.backlog_rate / f.backlog_rate - 1.0) * 100.0
             ),
+        );
+    }
+}
+
+/// The WAL mode against raw produce, polling and Debezium at its best, from the same run.
+fn wal_targets(results: &mut Results, wal: &Figures, polling: &Figures, best: &Figures, raw: f64) {
+    let total = |f: &Figures| f.relay_cpu_ms + f.postgres_cpu_ms;
+    results.add(
+        "WAL mode: backlog against raw produce",
+        format!("{:.0} ev/s", wal.backlog_rate),
+        format!("{raw:.0} msg/s"),
+        format!(
+            "{:.2} x, >= {TARGET_WAL_RAW_SHARE}: {}",
+            wal.backlog_rate / raw,
+            met(wal.backlog_rate >= TARGET_WAL_RAW_SHARE * raw)
+        ),
+    );
+    results.add(
+        "WAL mode: backlog against Debezium tuned",
+        format!("{:.0} ev/s", wal.backlog_rate),
+        format!("{:.0} ev/s", best.backlog_rate),
+        format!(
+            "{:.2} x, >= 1: {}",
+            wal.backlog_rate / best.backlog_rate,
+            met(wal.backlog_rate >= best.backlog_rate)
+        ),
+    );
+    results.add(
+        "WAL mode: CPU per 1000 against polling",
+        format!("{:.0} ms", total(wal)),
+        format!("{:.0} ms", total(polling)),
+        format!(
+            "{:.2} x, <= {TARGET_WAL_CPU_SHARE}: {}",
+            total(wal) / total(polling),
+            met(total(wal) <= TARGET_WAL_CPU_SHARE * total(polling))
+        ),
+    );
+    results.add(
+        "WAL mode: CPU per 1000 against Debezium tuned",
+        format!("{:.0} ms", total(wal)),
+        format!("{:.0} ms", total(best)),
+        format!(
+            "{:.2} x, < 1: {}",
+            total(wal) / total(best),
+            met(total(wal) < total(best))
+        ),
+    );
+    results.add(
+        "WAL mode: peak RSS",
+        format!("{:.0} MB", wal.peak_rss_mb),
+        format!("Debezium tuned: {:.0} MB", best.peak_rss_mb),
+        format!(
+            "< {TARGET_WAL_RSS_MB} MB: {}",
+            met(wal.peak_rss_mb < TARGET_WAL_RSS_MB)
+        ),
+    );
+    results.add(
+        "WAL mode: idle CPU",
+        format!("{:.1} % of a core", wal.idle_cpu.0 * 100.0),
+        format!("Debezium tuned: {:.1} %", best.idle_cpu.0 * 100.0),
+        format!(
+            "< {:.0} %: {}",
+            TARGET_WAL_IDLE * 100.0,
+            met(wal.idle_cpu.0 < TARGET_WAL_IDLE)
+        ),
+    );
+    if let (Some(w), Some(p)) = (wal.latency, polling.latency) {
+        results.add(
+            "WAL mode: p99 commit -> consumer at 200/s, against polling",
+            format!("{:.0} ms", w.summary.p99),
+            format!("{:.0} ms", p.summary.p99),
+            format!("{:.2} x", w.summary.p99 / p.summary.p99),
         );
     }
 }
@@ -528,7 +612,14 @@ impl Relay {
     async fn start(install: &Install, kafka: &KafkaConfig, db: &Database, who: &Contender) -> Self {
         let port = free_port();
         match who {
-            Contender::Ours => {
+            Contender::Ours | Contender::OursWal => {
+                // Slot names are the cluster's: each run's own prefix.
+                let prefix = format!("bench_{}", Uuid::new_v4().simple());
+                let mode = if matches!(who, Contender::OursWal) {
+                    "wal"
+                } else {
+                    "polling"
+                };
                 let child = spawn(
                     "outbox-processor",
                     &[
@@ -540,14 +631,18 @@ impl Relay {
                         ("KAFKA_BROKERS", kafka.brokers.clone()),
                         ("KAFKA_TOPIC_PREFIX", String::new()),
                         ("RELAY_BATCH_SIZE", "1000".into()),
+                        ("RELAY_MODE", mode.into()),
+                        ("RELAY_WAL_SLOT_PREFIX", prefix.clone()),
                     ],
                 );
                 wait_healthy(&child, port, HEALTHY_WITHIN).await;
                 let pid = child.id().expect("pid");
+                let slot = matches!(who, Contender::OursWal)
+                    .then(|| (db.url.expose_secret().to_owned(), format!("{prefix}_bench")));
                 Self {
                     child,
                     pid,
-                    slot: None,
+                    slot,
                     _state: None,
                 }
             }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use outbox::kafka::KafkaConfig;
 use secrecy::SecretString;
 use service_kit::config::{self, ConfigError, HttpConfig};
+use service_kit::relay_mode::RelayMode;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -20,6 +21,8 @@ pub struct Config {
     pub poll: Duration,
     /// How many of the newest orders the page shows (`CONSOLE_ORDERS`, default 20).
     pub orders: i64,
+    /// How the relay reads the outboxes (`RELAY_MODE`), which says where a pending event is.
+    pub relay_mode: RelayMode,
 }
 
 impl Config {
@@ -47,6 +50,7 @@ impl Config {
             kafka: KafkaConfig::from_env()?,
             poll: config::millis("CONSOLE_POLL_MS", Duration::from_millis(300))?,
             orders,
+            relay_mode: RelayMode::from_env()?,
         })
     }
 }

@@ -27,7 +27,7 @@ use mongodb::{
 };
 use outbox::kafka::{KafkaConfig, LagProbe};
 use secrecy::{ExposeSecret, SecretString};
-use service_kit::StartupError;
+use service_kit::{relay_mode::RelayMode, StartupError};
 use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
     PgPool,
@@ -67,6 +67,10 @@ pub struct Sources {
     /// The latest lag the reader task got (`spawn_lag_reader`).
     lag: Arc<Mutex<Vec<ConsumerLag>>>,
     recent: i64,
+    /// Where pending events are counted: the polling relay marks every row of `outbox`; in
+    /// WAL mode no row is marked, and only the events the relay holds wait in a table (those
+    /// in its stream are on its status page).
+    pending_table: &'static str,
 }
 
 impl Sources {
@@ -96,6 +100,10 @@ impl Sources {
             probes: Arc::new(probes),
             lag: Arc::new(Mutex::new(lag)),
             recent: config.orders,
+            pending_table: match config.relay_mode {
+                RelayMode::Polling => "outbox",
+                RelayMode::Wal(_) => "outbox_wal_held",
+            },
         })
     }
 
@@ -119,8 +127,8 @@ impl Sources {
     pub async fn snapshot(&self) -> Snapshot {
         let (orders, orders_outbox, inventory_outbox) = tokio::join!(
             self.orders(),
-            outbox_counts(&self.orders, "orders"),
-            outbox_counts(&self.inventory, "inventory"),
+            outbox_counts(&self.orders, "orders", self.pending_table),
+            outbox_counts(&self.inventory, "inventory", self.pending_table),
         );
         let (orders, mut unavailable) = orders;
         let mut outboxes = Vec::new();
@@ -346,12 +354,12 @@ async fn events(
 }
 
 /// What waits in one outbox: what the relay has yet to send, and what it gave up on.
-async fn outbox_counts(pool: &PgPool, database: &str) -> Option<OutboxCounts> {
-    let counted: Result<(i64, i64), _> = sqlx::query_as(
+async fn outbox_counts(pool: &PgPool, database: &str, table: &str) -> Option<OutboxCounts> {
+    let counted: Result<(i64, i64), _> = sqlx::query_as(&format!(
         "select count(*) filter (where parked_at is null),
                 count(*) filter (where parked_at is not null)
-         from outbox where published_at is null and skipped_at is null",
-    )
+         from {table} where published_at is null and skipped_at is null"
+    ))
     .fetch_one(pool)
     .await;
     match counted {

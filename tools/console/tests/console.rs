@@ -46,6 +46,7 @@ async fn shop() -> Shop {
         kafka: testkit::kafka(),
         poll: Duration::from_millis(50),
         orders: 20,
+        relay_mode: service_kit::relay_mode::RelayMode::Polling,
     };
     let app = Application::build(config).await.unwrap();
     let console = Spawned::spawn(app.port(), |shutdown| app.run(shutdown));

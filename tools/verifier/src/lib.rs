@@ -70,6 +70,9 @@ pub enum Relay {
     /// Debezium reads the inserts from the WAL and marks nothing, so no row ever looks
     /// published: only the orders' outcomes say the system has settled.
     Debezium,
+    /// Our relay in WAL mode (`RELAY_MODE=wal`) marks no outbox row either; the events it
+    /// holds after a failure wait in `outbox_wal_held`, which must be empty of pending ones.
+    Wal,
 }
 
 impl std::str::FromStr for Relay {
@@ -79,8 +82,9 @@ impl std::str::FromStr for Relay {
         match s {
             "outbox-processor" => Ok(Self::OutboxProcessor),
             "debezium" => Ok(Self::Debezium),
+            "wal" => Ok(Self::Wal),
             other => Err(format!(
-                "{other:?} is neither outbox-processor nor debezium"
+                "{other:?} is none of outbox-processor, wal and debezium"
             )),
         }
     }
@@ -346,6 +350,8 @@ async fn settle(
 ) -> Result<(), sqlx::Error> {
     let deadline = tokio::time::Instant::now() + timeout;
     let pending = "select count(*) from outbox where published_at is null and skipped_at is null";
+    let held =
+        "select count(*) from outbox_wal_held where published_at is null and skipped_at is null";
     loop {
         let open: i64 = sqlx::query_scalar("select count(*) from orders where status = 'PENDING'")
             .fetch_one(orders)
@@ -354,6 +360,10 @@ async fn settle(
             Relay::OutboxProcessor => (
                 sqlx::query_scalar(pending).fetch_one(orders).await?,
                 sqlx::query_scalar(pending).fetch_one(inventory).await?,
+            ),
+            Relay::Wal => (
+                sqlx::query_scalar(held).fetch_one(orders).await?,
+                sqlx::query_scalar(held).fetch_one(inventory).await?,
             ),
             Relay::Debezium => (0, 0),
         };
